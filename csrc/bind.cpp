@@ -1,0 +1,101 @@
+// The one Python module of sparsekit's CPU kernels: argument checks, then dispatch
+// to the instruction set chosen at run time. No kernel logic lives here.
+#include <pybind11/stl.h>
+
+#include "common.h"
+#include "isa.h"
+
+namespace sk {
+namespace {
+
+using BsrFn = void (*)(const BsrLinearArgs&);
+
+BsrFn bsr_linear_for(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return avx512::bsr_linear;
+    case Isa::avx2: return avx2::bsr_linear;
+    default: return portable::bsr_linear;
+  }
+}
+
+// Validates the BSR index arrays: O(nnz), before any kernel reads through them.
+void check_bsr_indices(const int32_t* row_off, int64_t Nb, const int32_t* cols, int64_t nnz, int64_t Kb) {
+  SK_CHECK(row_off[0] == 0, "row_offsets[0] must be 0, got " << row_off[0]);
+  for (int64_t r = 0; r < Nb; ++r)
+    SK_CHECK(row_off[r] <= row_off[r + 1], "row_offsets must be non-decreasing (row_offsets["
+                                               << r << "]=" << row_off[r] << " > row_offsets[" << r + 1
+                                               << "]=" << row_off[r + 1] << ")");
+  SK_CHECK(row_off[Nb] == nnz, "row_offsets[-1] must equal the number of blocks " << nnz << ", got " << row_off[Nb]);
+  for (int64_t b = 0; b < nnz; ++b)
+    SK_CHECK(cols[b] >= 0 && cols[b] < Kb,
+             "col_indices[" << b << "]=" << cols[b] << " is out of range [0, " << Kb << ")");
+}
+
+void bsr_linear(const py::array& x, const py::array& values, const py::array& cols, const py::array& row_off,
+                const py::object& bias, py::array& y, int64_t N, int64_t K, int64_t small_m, int nthreads) {
+  check_array<float>(x, "x", 2);
+  check_array<float>(values, "values", 3);
+  check_array<int32_t>(cols, "col_indices", 1);
+  check_array<int32_t>(row_off, "row_offsets", 1);
+  check_array<float>(y, "out", 2, /*writable=*/true);
+  SK_CHECK(N >= 0 && K >= 0, "shape must be non-negative, got (" << N << ", " << K << ")");
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  const int64_t M = x.shape(0), nnz = values.shape(0), bh = values.shape(1), bw = values.shape(2);
+  SK_CHECK(bh >= 1 && bw >= 1, "block size must be positive, got (" << bh << ", " << bw << ")");
+  const int64_t Nb = (N + bh - 1) / bh, Kb = (K + bw - 1) / bw;
+  check_dim(x, "x", 1, K);
+  check_dim(cols, "col_indices", 0, nnz);
+  check_dim(row_off, "row_offsets", 0, Nb + 1);
+  check_dim(y, "out", 0, M);
+  check_dim(y, "out", 1, N);
+  const float* bias_ptr = nullptr;
+  py::array bias_arr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    check_array<float>(bias_arr, "bias", 1);
+    check_dim(bias_arr, "bias", 0, N);
+    bias_ptr = static_cast<const float*>(bias_arr.data());
+  }
+  const auto* ro = static_cast<const int32_t*>(row_off.data());
+  const auto* ci = static_cast<const int32_t*>(cols.data());
+  check_bsr_indices(ro, Nb, ci, nnz, Kb);
+
+  BsrLinearArgs a{};
+  a.x = static_cast<const float*>(x.data());
+  a.values = static_cast<const float*>(values.data());
+  a.cols = ci;
+  a.row_off = ro;
+  a.bias = bias_ptr;
+  a.y = static_cast<float*>(y.mutable_data());
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  a.bh = bh;
+  a.bw = bw;
+  a.Nb = Nb;
+  a.Kb = Kb;
+  a.small_m = small_m;
+  a.nthreads = nthreads;
+  const int64_t Kp = Kb * bw;
+  std::vector<float> work(static_cast<size_t>(M <= small_m ? M * Kp : Kp * kBsrPanel) + 1);
+  a.work = work.data();
+  BsrFn fn = bsr_linear_for(current_isa());
+  {
+    py::gil_scoped_release release;
+    fn(a);
+  }
+}
+
+}  // namespace
+}  // namespace sk
+
+PYBIND11_MODULE(_C, m) {
+  namespace py = pybind11;
+  m.doc() = "sparsekit CPU kernels";
+  m.def("cpu_isa", [] { return sk::isa_name(sk::current_isa()); }, "Instruction set the kernels run with.");
+  m.def("set_cpu_isa", &sk::set_isa, py::arg("name"), "Select avx512, avx2 or portable (must be supported).");
+  m.def("supported_isas", &sk::supported_isas, "Instruction sets this CPU can run, best first.");
+  m.def("bsr_linear", &sk::bsr_linear, py::arg("x"), py::arg("values"), py::arg("col_indices"),
+        py::arg("row_offsets"), py::arg("bias"), py::arg("out"), py::arg("N"), py::arg("K"), py::arg("small_m"),
+        py::arg("nthreads"), "out[M, N] = x[M, K] @ W.T + bias with W in BSR form.");
+}

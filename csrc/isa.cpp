@@ -1,0 +1,94 @@
+#include "isa.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace sk {
+namespace {
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
+Isa initial_isa() {
+  const char* env = std::getenv("SPARSEKIT_CPU_ISA");
+  Isa best = best_supported_isa();
+  if (env == nullptr || env[0] == '\0') return best;
+  std::string want(env);
+  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
+    if (want == isa_name(isa)) {
+      if (static_cast<int>(isa) > static_cast<int>(best))
+        throw std::invalid_argument("SPARSEKIT_CPU_ISA=" + want + " but this CPU supports at most " +
+                                    isa_name(best));
+      return isa;
+    }
+  }
+  throw std::invalid_argument("SPARSEKIT_CPU_ISA must be one of avx512, avx2, portable; got '" + want +
+                              "'");
+}
+
+Isa g_isa = Isa::portable;
+bool g_isa_ready = false;
+
+}  // namespace
+
+std::string isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+Isa best_supported_isa() {
+  if (cpu_has_avx512()) return Isa::avx512;
+  if (cpu_has_avx2()) return Isa::avx2;
+  return Isa::portable;
+}
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (int i = static_cast<int>(best_supported_isa()); i >= 0; --i) out.push_back(isa_name(static_cast<Isa>(i)));
+  return out;
+}
+
+Isa current_isa() {
+  if (!g_isa_ready) {
+    g_isa = initial_isa();
+    g_isa_ready = true;
+  }
+  return g_isa;
+}
+
+void set_isa(const std::string& name) {
+  Isa best = best_supported_isa();
+  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
+    if (name == isa_name(isa)) {
+      if (static_cast<int>(isa) > static_cast<int>(best))
+        throw std::invalid_argument("isa '" + name + "' is not supported by this CPU (best: " + isa_name(best) +
+                                    ")");
+      g_isa = isa;
+      g_isa_ready = true;
+      return;
+    }
+  }
+  throw std::invalid_argument("isa must be one of avx512, avx2, portable; got '" + name + "'");
+}
+
+}  // namespace sk

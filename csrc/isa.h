@@ -1,0 +1,27 @@
+// Run-time choice of the CPU instruction set.
+#pragma once
+#include <string>
+#include <vector>
+#include "kernel_args.h"
+
+namespace sk {
+
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2 };
+
+std::string isa_name(Isa isa);
+Isa best_supported_isa();
+std::vector<std::string> supported_isas();
+Isa current_isa();
+void set_isa(const std::string& name);  // throws std::invalid_argument
+
+// Per-ISA kernel entry points, one definition in each csrc/isa_<name>/ translation unit.
+#define SK_DECLARE_KERNELS(ns) \
+  namespace ns {               \
+  void bsr_linear(const BsrLinearArgs& a); \
+  }
+SK_DECLARE_KERNELS(portable)
+SK_DECLARE_KERNELS(avx2)
+SK_DECLARE_KERNELS(avx512)
+#undef SK_DECLARE_KERNELS
+
+}  // namespace sk

@@ -1,0 +1,23 @@
+// Kernels compiled for the avx2 instruction set; isa.cpp selects them at run time
+// only on a CPU that reports avx2 support. No -m flags are passed to the build:
+// the target pragma below applies to the kernel code after it and nothing else.
+#include <cstdint>
+
+#include "kernel_args.h"
+
+namespace sk {
+namespace avx2 {
+
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi2,popcnt")
+#define SK_VW 8
+#include "block_sparse_impl.h"
+#undef SK_VW
+#pragma GCC pop_options
+#else
+void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86
+#endif
+
+}  // namespace avx2
+}  // namespace sk

@@ -1,0 +1,27 @@
+// Plain argument structs shared by the dispatcher and the per-ISA kernel files.
+// This header must stay free of inline functions: it is compiled under several
+// instruction-set targets, and an inline function emitted under AVX-512 could be
+// picked by the linker for every caller.
+#pragma once
+#include <cstdint>
+
+namespace sk {
+
+// y[M, N] = x[M, K] @ W.T (+ bias), W stored as BSR with blocks of bh x bw.
+constexpr int64_t kBsrPanel = 64;  // activation rows per packed panel (large-M path)
+
+struct BsrLinearArgs {
+  const float* x;          // [M, K], row-major
+  const float* values;     // [nnz, bh, bw]
+  const int32_t* cols;     // [nnz] block-column index of each block
+  const int32_t* row_off;  // [Nb + 1]
+  const float* bias;       // [N] or nullptr
+  float* y;                // [M, N], row-major
+  float* work;             // scratch: M*Kp floats if M <= small_m, else Kp*kBsrPanel
+  int64_t M, N, K;
+  int64_t bh, bw, Nb, Kb;
+  int64_t small_m;         // M <= small_m takes the memory-bound path
+  int nthreads;
+};
+
+}  // namespace sk

@@ -1,0 +1,31 @@
+"""Builds sparsekit._C, the CPU kernels (pybind11 + OpenMP).
+
+No -march/-m flags: each csrc/isa_*.cpp selects its own instruction set with a
+target pragma and csrc/isa.cpp picks one at run time, so one wheel runs on every
+x86-64 CPU (AVX-512, AVX2 or neither) and the extension never links libtorch.
+"""
+
+import os
+import sys
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+sources = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".cpp"))
+
+extra_compile = ["-O3", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
+extra_link = ["-fopenmp"]
+if sys.platform == "darwin":  # Apple clang: OpenMP through libomp if present
+    extra_compile = ["-O3", "-Xpreprocessor", "-fopenmp"]
+    extra_link = ["-lomp"]
+
+ext = Pybind11Extension(
+    "sparsekit._C",
+    sources,
+    include_dirs=["csrc"],
+    cxx_std=17,
+    extra_compile_args=extra_compile,
+    extra_link_args=extra_link,
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})

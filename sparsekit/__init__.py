@@ -1,0 +1,30 @@
+"""sparsekit: kernels that make compressed neural networks actually faster.
+
+Importing the package registers every op under ``torch.ops.sparsekit``. It never
+fails because the native CPU extension is missing; the load error is raised when a
+native kernel is first needed.
+"""
+
+from . import _ext, backend, block_sparse, nn, pruning
+from .backend import get_backend, set_backend, use_backend
+from .block_sparse import BlockSparseConfig, BSRWeight
+from .config import Config, register_handler
+from .convert import ConvertReport, convert
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BSRWeight",
+    "BlockSparseConfig",
+    "Config",
+    "ConvertReport",
+    "backend",
+    "block_sparse",
+    "convert",
+    "get_backend",
+    "nn",
+    "pruning",
+    "register_handler",
+    "set_backend",
+    "use_backend",
+]

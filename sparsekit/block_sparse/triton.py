@@ -1,0 +1,122 @@
+"""Triton kernel for ``sparsekit::bsr_linear`` (GPU; CPU under ``TRITON_INTERPRET=1``).
+
+One program computes a ``BM x bh`` tile of ``y``: block-row ``r`` of ``W`` against
+``BM`` rows of ``x``, looping over the stored blocks of that row. Blocks of at
+least 16 x 16 use ``tl.dot`` (tensor cores); thinner blocks (e.g. 1 x 32) use a
+broadcast-multiply-reduce. Accumulates in fp32 for every input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..backend import triton_available
+from .op import bsr_linear_kernels
+
+try:
+    import triton
+    import triton.language as tl
+
+    _HAS_TRITON = True
+except Exception:  # triton missing or broken: the kernel is simply not registered
+    _HAS_TRITON = False
+
+
+def _next_pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+if _HAS_TRITON:
+
+    def _configs():
+        return [
+            triton.Config({"BM": bm}, num_warps=w, num_stages=s)
+            for bm, w, s in ((16, 4, 2), (32, 4, 3), (64, 4, 3), (128, 8, 3))
+        ]
+
+    @triton.jit
+    def _bsr_linear_kernel(
+        x_ptr, v_ptr, col_ptr, row_ptr, b_ptr, y_ptr,
+        M, N, K,
+        stride_xm, stride_xk, stride_ym, stride_yn,
+        BH: tl.constexpr, BW: tl.constexpr, BHP: tl.constexpr, BWP: tl.constexpr,
+        HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, ALLOW_TF32: tl.constexpr, BM: tl.constexpr,
+    ):
+        pid_m = tl.program_id(0)
+        r = tl.program_id(1)
+        offs_m = pid_m * BM + tl.arange(0, BM)
+        offs_i = tl.arange(0, BHP)
+        offs_j = tl.arange(0, BWP)
+        m_ok = offs_m < M
+        w_mask = (offs_i < BH)[:, None] & (offs_j < BW)[None, :]
+        start = tl.load(row_ptr + r)
+        end = tl.load(row_ptr + r + 1)
+        acc = tl.zeros((BM, BHP), dtype=tl.float32)
+        for b in range(start, end):
+            c = tl.load(col_ptr + b).to(tl.int64)
+            kk = c * BW + offs_j
+            xt = tl.load(
+                x_ptr + offs_m[:, None] * stride_xm + kk[None, :] * stride_xk,
+                mask=m_ok[:, None] & ((kk < K) & (offs_j < BW))[None, :],
+                other=0.0,
+            )
+            w = tl.load(
+                v_ptr + b.to(tl.int64) * (BH * BW) + offs_i[:, None] * BW + offs_j[None, :],
+                mask=w_mask,
+                other=0.0,
+            )
+            if USE_DOT:
+                acc += tl.dot(xt, tl.trans(w), allow_tf32=ALLOW_TF32)
+            else:
+                acc += tl.sum(xt[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), axis=2)
+        offs_n = r * BH + offs_i
+        n_ok = (offs_n < N) & (offs_i < BH)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(
+            y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
+            acc.to(y_ptr.dtype.element_ty),
+            mask=m_ok[:, None] & n_ok[None, :],
+        )
+
+    _bsr_linear_autotuned = triton.autotune(configs=_configs(), key=["M", "N", "K", "BH", "BW"])(_bsr_linear_kernel)
+
+    def bsr_linear_triton(x, values, col_indices, row_offsets, bias, out_features: int, in_features: int):
+        import os
+
+        interpret = os.environ.get("TRITON_INTERPRET") == "1"
+        if x.device.type != "cuda" and not interpret:
+            raise ValueError(f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
+        N, K = out_features, in_features
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, K)
+        M = x2.shape[0]
+        nnz, bh, bw = values.shape
+        y = torch.empty(M, N, dtype=x.dtype, device=x.device)
+        if M == 0 or N == 0:
+            return y.reshape(*lead, N)
+        if K == 0 or nnz == 0:
+            y.zero_()
+            if bias is not None:
+                y += bias
+            return y.reshape(*lead, N)
+        Nb = -(-N // bh)
+        values = values.contiguous()
+        use_dot = bh >= 16 and bw >= 16
+        allow_tf32 = x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
+        args = (
+            x2, values, col_indices, row_offsets, bias if bias is not None else values, y,
+            M, N, K, x2.stride(0), x2.stride(1), y.stride(0), y.stride(1),
+        )
+        meta = dict(
+            BH=bh, BW=bw, BHP=max(16, _next_pow2(bh)), BWP=max(16, _next_pow2(bw)),
+            HAS_BIAS=bias is not None, USE_DOT=use_dot, ALLOW_TF32=bool(allow_tf32),
+        )
+        if interpret:  # autotuning under the interpreter only costs time
+            _bsr_linear_kernel[(triton.cdiv(M, 16), Nb)](*args, **meta, BM=16)
+        else:
+            grid = lambda META: (triton.cdiv(M, META["BM"]), Nb)  # noqa: E731
+            _bsr_linear_autotuned[grid](*args, **meta)
+        return y.reshape(*lead, N)
+
+    bsr_linear_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(bsr_linear_triton)
