@@ -77,7 +77,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   a.small_m = small_m;
   a.nthreads = nthreads;
   const int64_t Kp = Kb * bw;
-  std::vector<float> work(static_cast<size_t>(M <= small_m ? M * Kp : Kp * kBsrPanel) + 1);
+  std::vector<float> work(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + nthreads * bh) * kBsrPanel) + 1);
   a.work = work.data();
   BsrFn fn = bsr_linear_for(current_isa());
   {

@@ -23,7 +23,9 @@ static inline vf vload(const float* p) {
   __builtin_memcpy(&v, p, sizeof(v));
   return v;
 }
-static inline vf vsplat(float s) { return vf{} + s; }
+// s - (+0) is exactly s for every s (unlike s + 0 for s = -0), so the compiler folds the
+// subtraction and emits a plain broadcast, from memory where s is loaded.
+static inline vf vsplat(float s) { return s - vf{}; }
 static inline float vsum(vf v) {
   float s = 0.f;
   for (int i = 0; i < SK_VW; ++i) s += v[i];
@@ -95,66 +97,75 @@ constexpr int MR = 2;             // vectors along m per micro-tile
 constexpr int MT = MR * SK_VW;    // m per micro-tile
 constexpr int64_t MP = kBsrPanel;  // m per packed panel (a multiple of MT for every VW)
 
-// NR weight rows x MT activation rows, accumulated over all blocks of block row r.
+// c[NR][MP] (an L1-resident accumulator tile, row stride MP) += B[NR][bw] x Xt[bw][MT].
 template <int NR>
-static void micro(const BsrLinearArgs& a, const float* xt, int64_t r, int64_t n0, int64_t j0, int64_t m0,
-                  int64_t mp) {
-  const int64_t bw = a.bw, bh = a.bh;
-  const int32_t b0 = a.row_off[r], b1 = a.row_off[r + 1];
+static inline void micro(float* c, const float* B, int64_t bw, const float* X) {
   vf acc[NR][MR];
   for (int i = 0; i < NR; ++i)
-    for (int q = 0; q < MR; ++q) acc[i][q] = vf{};
-  for (int32_t b = b0; b < b1; ++b) {
-    const float* B = a.values + ((int64_t)b * bh + n0) * bw;
-    const float* X = xt + (int64_t)a.cols[b] * bw * MP + j0;
-    for (int64_t k = 0; k < bw; ++k) {
-      vf xv[MR];
-      for (int q = 0; q < MR; ++q) xv[q] = vload(X + k * MP + q * SK_VW);
-      for (int i = 0; i < NR; ++i) {
-        vf w = vsplat(B[i * bw + k]);
-        for (int q = 0; q < MR; ++q) acc[i][q] += w * xv[q];
-      }
+    for (int q = 0; q < MR; ++q) acc[i][q] = vload(c + i * MP + q * SK_VW);
+  for (int64_t k = 0; k < bw; ++k) {
+    vf xv[MR];
+    for (int q = 0; q < MR; ++q) xv[q] = vload(X + k * MP + q * SK_VW);
+    for (int i = 0; i < NR; ++i) {
+      vf w = vsplat(B[i * bw + k]);
+      for (int q = 0; q < MR; ++q) acc[i][q] += w * xv[q];
     }
   }
-  // transposed store: y[m0 + j0 + j, r*bh + n0 + i]
-  float tile[MT][NR];
   for (int i = 0; i < NR; ++i)
-    for (int q = 0; q < MR; ++q)
-      for (int l = 0; l < SK_VW; ++l) tile[q * SK_VW + l][i] = acc[i][q][l];
-  const int64_t nbase = r * bh + n0;
-  const int64_t nvalid = imin(NR, a.N - nbase);
-  const int64_t jvalid = imin(MT, mp - j0);
-  for (int64_t j = 0; j < jvalid; ++j) {
-    float* yrow = a.y + (m0 + j0 + j) * a.N + nbase;
-    for (int64_t i = 0; i < nvalid; ++i) yrow[i] = tile[j][i] + (a.bias ? a.bias[nbase + i] : 0.f);
+    for (int q = 0; q < MR; ++q) __builtin_memcpy(c + i * MP + q * SK_VW, &acc[i][q], sizeof(vf));
+}
+
+// One block row r against the packed panel: block by block, so each block's slice of the
+// panel (bw x MP) and the accumulator tile (bh x MP) stay in L1 across all micro-tiles.
+static void block_row_panel(const BsrLinearArgs& a, const float* xt, float* ctile, int64_t r, int64_t m0,
+                            int64_t mp) {
+  const int64_t bw = a.bw, bh = a.bh;
+  const int64_t jend = (mp + MT - 1) / MT * MT;
+  for (int64_t t = 0; t < bh * MP; ++t) ctile[t] = 0.f;
+  for (int32_t b = a.row_off[r]; b < a.row_off[r + 1]; ++b) {
+    const float* blk = a.values + (int64_t)b * bh * bw;
+    const float* X = xt + (int64_t)a.cols[b] * bw * MP;
+    int64_t n0 = 0;
+    for (; n0 + 8 <= bh; n0 += 8)
+      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<8>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
+    for (; n0 + 4 <= bh; n0 += 4)
+      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<4>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
+    for (; n0 < bh; ++n0)
+      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<1>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
+  }
+  // transposed store: y[m0 + j, r*bh + i] = ctile[i][j] + bias
+  const int64_t nbase = r * bh;
+  const int64_t rows = imin(bh, a.N - nbase);
+  for (int64_t j = 0; j < mp; ++j) {
+    float* yrow = a.y + (m0 + j) * a.N + nbase;
+    for (int64_t i = 0; i < rows; ++i) yrow[i] = ctile[i * MP + j] + (a.bias ? a.bias[nbase + i] : 0.f);
   }
 }
 
-static void bsr_large_m(const BsrLinearArgs& a, float* xt) {
+// work: Kp*MP floats for the packed panel, then nthreads * bh * MP for accumulator tiles.
+static void bsr_large_m(const BsrLinearArgs& a, float* work) {
   const int64_t Kp = a.Kb * a.bw;
+  float* xt = work;
   for (int64_t m0 = 0; m0 < a.M; m0 += MP) {
     const int64_t mp = imin(MP, a.M - m0);
 #pragma omp parallel num_threads(a.nthreads)
     {
-      // pack Xt[k][j] = x[m0 + j][k], zero outside the matrix
+      // pack Xt[k][j] = x[m0 + j][k] (zero past M and K): contiguous writes, MP rows read at once
 #pragma omp for schedule(static)
-      for (int64_t k0 = 0; k0 < Kp; k0 += 64) {
-        const int64_t k1 = imin(k0 + 64, Kp);
-        for (int64_t j = 0; j < MP; ++j) {
-          const float* xr = a.x + (m0 + j) * a.K;
-          for (int64_t k = k0; k < k1; ++k) xt[k * MP + j] = (j < mp && k < a.K) ? xr[k] : 0.f;
+      for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
+        for (int64_t k = k0; k < k0 + 16 && k < Kp; ++k) {
+          float* dst = xt + k * MP;
+          if (k >= a.K) {
+            for (int64_t j = 0; j < MP; ++j) dst[j] = 0.f;
+            continue;
+          }
+          for (int64_t j = 0; j < mp; ++j) dst[j] = a.x[(m0 + j) * a.K + k];
+          for (int64_t j = mp; j < MP; ++j) dst[j] = 0.f;
         }
       }
+      float* ctile = work + Kp * MP + (int64_t)omp_get_thread_num() * a.bh * MP;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t r = 0; r < a.Nb; ++r) {
-        const int64_t rows = imin(a.bh, a.N - r * a.bh);
-        for (int64_t j0 = 0; j0 < mp; j0 += MT) {
-          int64_t n0 = 0;
-          for (; n0 + 8 <= rows; n0 += 8) micro<8>(a, xt, r, n0, j0, m0, mp);
-          for (; n0 + 4 <= rows; n0 += 4) micro<4>(a, xt, r, n0, j0, m0, mp);
-          for (; n0 < rows; ++n0) micro<1>(a, xt, r, n0, j0, m0, mp);
-        }
-      }
+      for (int64_t r = 0; r < a.Nb; ++r) block_row_panel(a, xt, ctile, r, m0, mp);
     }
   }
 }

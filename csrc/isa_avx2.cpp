@@ -1,9 +1,7 @@
 // Kernels compiled for the avx2 instruction set; isa.cpp selects them at run time
 // only on a CPU that reports avx2 support. No -m flags are passed to the build:
 // the target pragma below applies to the kernel code after it and nothing else.
-#include <cstdint>
-
-#include "kernel_args.h"
+#include "isa_prelude.h"
 
 namespace sk {
 namespace avx2 {

@@ -1,8 +1,6 @@
 // Portable kernels: GCC/Clang vector extensions at the baseline instruction set
 // (SSE2 on x86-64, NEON on aarch64, scalar elsewhere).
-#include <cstdint>
-
-#include "kernel_args.h"
+#include "isa_prelude.h"
 
 namespace sk {
 namespace portable {
