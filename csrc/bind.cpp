@@ -92,6 +92,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
 PYBIND11_MODULE(_C, m) {
   namespace py = pybind11;
   m.doc() = "sparsekit CPU kernels";
+  sk::current_isa();  // a bad SPARSEKIT_CPU_ISA fails the import (reported when a kernel is first needed)
   m.def("cpu_isa", [] { return sk::isa_name(sk::current_isa()); }, "Instruction set the kernels run with.");
   m.def("set_cpu_isa", &sk::set_isa, py::arg("name"), "Select avx512, avx2 or portable (must be supported).");
   m.def("supported_isas", &sk::supported_isas, "Instruction sets this CPU can run, best first.");

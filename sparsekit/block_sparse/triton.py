@@ -52,6 +52,7 @@ if _HAS_TRITON:
         start = tl.load(row_ptr + r)
         end = tl.load(row_ptr + r + 1)
         acc = tl.zeros((BM, BHP), dtype=tl.float32)
+        w_ptrs = v_ptr + start.to(tl.int64) * (BH * BW) + offs_i[:, None] * BW + offs_j[None, :]
         for b in range(start, end):
             c = tl.load(col_ptr + b).to(tl.int64)
             kk = c * BW + offs_j
@@ -60,11 +61,8 @@ if _HAS_TRITON:
                 mask=m_ok[:, None] & ((kk < K) & (offs_j < BW))[None, :],
                 other=0.0,
             )
-            w = tl.load(
-                v_ptr + b.to(tl.int64) * (BH * BW) + offs_i[:, None] * BW + offs_j[None, :],
-                mask=w_mask,
-                other=0.0,
-            )
+            w = tl.load(w_ptrs, mask=w_mask, other=0.0)
+            w_ptrs += BH * BW
             if USE_DOT:
                 acc += tl.dot(xt, tl.trans(w), allow_tf32=ALLOW_TF32)
             else:

@@ -1,0 +1,69 @@
+"""Helpers shared by the tests and the benchmarks: which backends and instruction sets
+exist here, how to force one, and the awkward shapes every kernel is tested on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import torch
+
+from . import _ext
+from .backend import KernelTable, use_backend
+
+
+def devices() -> list[str]:
+    """Device types to test: the CPU, and CUDA where a GPU exists (SPARSEKIT_TEST_DEVICE overrides)."""
+    forced = os.environ.get("SPARSEKIT_TEST_DEVICE")
+    if forced:
+        return forced.split(",")
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def cpu_isas() -> list[str]:
+    """Every CPU instruction set this machine can run, best first ([] without the extension)."""
+    return _ext.supported_isas() if _ext.available() else []
+
+
+def kernel_variants(table: KernelTable, device: str) -> list[str]:
+    """Names ``backend`` or ``cpu:<isa>`` of every kernel of ``table`` runnable on ``device`` here."""
+    out = []
+    for backend in table.backends_for(device):
+        if backend == "cpu":
+            out += [f"cpu:{isa}" for isa in cpu_isas()]
+        elif backend == "triton" and device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            continue
+        else:
+            out.append(backend)
+    return out
+
+
+@contextlib.contextmanager
+def run_variant(variant: str) -> Iterator[None]:
+    """Forces a ``kernel_variants`` entry for the duration of the block."""
+    backend, _, isa = variant.partition(":")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(use_backend(backend))
+        if isa:
+            stack.enter_context(_ext.use_cpu_isa(isa))
+        yield
+
+
+def sqnr(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB."""
+    noise = (reference.double() - approx.double()).pow(2).mean()
+    signal = reference.double().pow(2).mean()
+    return float(10 * torch.log10(signal / noise.clamp_min(1e-300)))
+
+
+# (M, N, K): empty batch, M = 1, odd sizes, sizes that are not multiples of blocks or vectors
+AWKWARD_LINEAR_SHAPES = [
+    (0, 40, 48),
+    (1, 64, 64),
+    (3, 37, 53),
+    (1, 130, 257),
+    (9, 96, 100),
+    (65, 70, 33),
+    (130, 33, 130),
+]
