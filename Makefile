@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:
+#   make bench   install, then run the speedup benchmark suite and print the table of ratios vs PyTorch
+#   make test    install, then run the tests
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+# CPU build of PyTorch (an unpinned torch pulls a multi-GB CUDA build). On a GPU machine
+# that already has torch, run `make install-dev TORCH=` to keep it.
+TORCH ?= torch==2.13.0
+TRITON ?= triton==3.9.0
+RESULTS ?= bench/results
+
+.PHONY: install install-dev test bench bench-quick
+
+install:
+	$(PIP) install -q $(TORCH) "pybind11>=2.10" setuptools wheel numpy
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+
+install-dev: install
+	$(PIP) install -q "pytest>=7" "pytest-benchmark>=4" matplotlib hypothesis $(TRITON)
+
+test: install-dev
+	$(PYTHON) -m pytest tests -q
+
+bench: install-dev
+	@mkdir -p $(RESULTS)
+	$(PYTHON) -m pytest bench -q -p no:cacheprovider --benchmark-json=$(RESULTS)/latest.json \
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
+	$(PYTHON) bench/report.py $(RESULTS)/latest.json
+
+bench-quick: install-dev
+	@mkdir -p $(RESULTS)
+	$(PYTHON) -m pytest bench -q -p no:cacheprovider --quick --benchmark-json=$(RESULTS)/quick.json \
+		--benchmark-columns=median,iqr,rounds
+	$(PYTHON) bench/report.py $(RESULTS)/quick.json
