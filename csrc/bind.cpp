@@ -10,6 +10,18 @@ namespace {
 
 using BsrFn = void (*)(const BsrLinearArgs&);
 
+// Per-thread scratch that only grows: a fresh buffer per call would pay page faults (and
+// zero-filling) on every call.
+float* scratch(size_t floats) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < floats) {
+    buf.clear();
+    buf.shrink_to_fit();
+    buf.resize(floats);
+  }
+  return buf.data();
+}
+
 BsrFn bsr_linear_for(Isa isa) {
   switch (isa) {
     case Isa::avx512: return avx512::bsr_linear;
@@ -77,8 +89,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   a.small_m = small_m;
   a.nthreads = nthreads;
   const int64_t Kp = Kb * bw;
-  std::vector<float> work(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + nthreads * bh) * kBsrPanel) + 1);
-  a.work = work.data();
+  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + nthreads * bh) * kBsrPanel) + 1);
   BsrFn fn = bsr_linear_for(current_isa());
   {
     py::gil_scoped_release release;

@@ -9,10 +9,11 @@
 //  * small M (memory bound): every weight row is streamed once and dotted with the
 //    M activation rows, vectorised along K.
 //  * large M (compute bound): activations are packed per panel of MP rows into a
-//    zero-padded, transposed panel Xt[Kp][MP] that stays in L2; each block row of W
-//    then runs a register-blocked NR x (MR*VW) micro-kernel that broadcasts one weight
-//    and multiplies a vector of activations, accumulating over every stored block of
-//    the row before a single transposed store into y.
+//    zero-padded, transposed panel Xt[Kp][MP] that stays in L2. Each block row of W
+//    is then processed block by block: an SK_NR x (SK_MR * SK_VW) register micro-kernel
+//    broadcasts one weight and multiplies a vector of activations, accumulating into
+//    a bh x MP tile that stays in L1 with the block's slice of the panel; the tile is
+//    stored transposed into y once the row is done.
 // Block rows are scheduled dynamically over the OpenMP threads, so rows with many
 // blocks do not hold the others back.
 
@@ -93,9 +94,10 @@ static void bsr_small_m(const BsrLinearArgs& a, const float* xp, int64_t Kp) {
 }
 
 // ---------------------------------------------------------------- large M
-constexpr int MR = 2;             // vectors along m per micro-tile
+constexpr int MR = SK_MR;         // vectors along m per micro-tile
 constexpr int MT = MR * SK_VW;    // m per micro-tile
-constexpr int64_t MP = kBsrPanel;  // m per packed panel (a multiple of MT for every VW)
+constexpr int64_t MP = kBsrPanel;  // m per packed panel
+static_assert(MP % MT == 0, "the packed panel must hold a whole number of micro-tiles");
 
 // c[NR][MP] (an L1-resident accumulator tile, row stride MP) += B[NR][bw] x Xt[bw][MT].
 template <int NR>
@@ -126,10 +128,12 @@ static void block_row_panel(const BsrLinearArgs& a, const float* xt, float* ctil
     const float* blk = a.values + (int64_t)b * bh * bw;
     const float* X = xt + (int64_t)a.cols[b] * bw * MP;
     int64_t n0 = 0;
-    for (; n0 + 8 <= bh; n0 += 8)
-      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<8>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
-    for (; n0 + 4 <= bh; n0 += 4)
+    for (; n0 + SK_NR <= bh; n0 += SK_NR)
+      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<SK_NR>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
+    for (; SK_NR > 4 && n0 + 4 <= bh; n0 += 4)
       for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<4>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
+    for (; SK_NR > 2 && n0 + 2 <= bh; n0 += 2)
+      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<2>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
     for (; n0 < bh; ++n0)
       for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<1>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
   }

@@ -10,8 +10,12 @@ namespace avx2 {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi2,popcnt")
 #define SK_VW 8
+#define SK_NR 6
+#define SK_MR 2
 #include "block_sparse_impl.h"
 #undef SK_VW
+#undef SK_NR
+#undef SK_MR
 #pragma GCC pop_options
 #else
 void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86

@@ -10,8 +10,12 @@ namespace avx512 {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi2,popcnt")
 #define SK_VW 16
+#define SK_NR 6
+#define SK_MR 4
 #include "block_sparse_impl.h"
 #undef SK_VW
+#undef SK_NR
+#undef SK_MR
 #pragma GCC pop_options
 #else
 void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86

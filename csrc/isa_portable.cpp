@@ -6,8 +6,12 @@ namespace sk {
 namespace portable {
 
 #define SK_VW 4
+#define SK_NR 6
+#define SK_MR 2
 #include "block_sparse_impl.h"
 #undef SK_VW
+#undef SK_NR
+#undef SK_MR
 
 }  // namespace portable
 }  // namespace sk

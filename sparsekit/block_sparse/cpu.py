@@ -15,7 +15,7 @@ from .format import bsr_to_dense
 from .op import bsr_linear_kernels
 
 # M at or below which the native kernel streams each weight row once (memory bound).
-SMALL_M = 8
+SMALL_M = 24
 # Above this M, a weight with a larger block density than DENSE_FALLBACK_DENSITY runs
 # dense: densifying costs one pass over N*K floats, less than the block overheads.
 DENSE_FALLBACK_MIN_M = 64
