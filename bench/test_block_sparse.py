@@ -11,6 +11,7 @@ smaller dense layer), at M = 1 and M = 256.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -26,23 +27,34 @@ from sparsekit.pruning import expand_block_mask, magnitude_mask
 warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-SIZE = 512 if QUICK else 4096
+if os.environ.get("SPARSEKIT_BENCH_DEVICE"):  # e.g. "cuda" in bench/gpu_check.sh
+    DEVICES = os.environ["SPARSEKIT_BENCH_DEVICE"].split(",")
+CPU_SIZE = 512 if QUICK else 4096
 MS = [1, 8, 256] if QUICK else [1, 8, 256, 1024]
 CASES = [(0.9, 32), (0.5, 16)]
 
 
-def _layer(sparsity, block, device, dtype=torch.float32, size=SIZE):
+def _size(device):  # a GPU runs the full shape even in quick mode: it takes milliseconds
+    return 4096 if device == "cuda" else CPU_SIZE
+
+
+def _ms(device):
+    return [1, 8, 256, 1024, 8192] if device == "cuda" else MS
+
+
+def _layer(sparsity, block, device, dtype=torch.float32, size=None):
+    size = size or _size(device)
     torch.manual_seed(0)
     lin = nn.Linear(size, size, bias=False)
     mod = BlockSparseLinear.from_dense(lin, block_size=block, sparsity=sparsity).to(device, dtype)
     return mod, mod.to_dense_weight()
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device, M", [(d, m) for d in DEVICES for m in _ms(d)])
 @pytest.mark.parametrize("sparsity, block", CASES)
-@pytest.mark.parametrize("M", MS)
 @pytest.mark.parametrize("provider", ["torch_dense", "torch_bsr", "sparsekit"])
 def test_bsr_linear(benchmark, device, sparsity, block, M, provider):
+    SIZE = _size(device)
     mod, dense = _layer(sparsity, block, device)
     x = torch.randn(M, SIZE, device=device)
     if provider == "torch_dense":
@@ -57,11 +69,11 @@ def test_bsr_linear(benchmark, device, sparsity, block, M, provider):
             M=M, sparsity=sparsity, block=block)
 
 
-@pytest.mark.parametrize("device", [d for d in DEVICES if d == "cuda"])
+@pytest.mark.parametrize("device, M", [(d, m) for d in DEVICES if d == "cuda" for m in _ms(d)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("M", MS)
 @pytest.mark.parametrize("provider", ["torch_dense", "sparsekit"])
 def test_bsr_linear_half_gpu(benchmark, device, dtype, M, provider):
+    SIZE = _size(device)
     mod, dense = _layer(0.9, 32, device, dtype)
     x = torch.randn(M, SIZE, device=device, dtype=dtype)
     fn = (lambda: F.linear(x, dense)) if provider == "torch_dense" else (lambda: mod(x))
@@ -74,10 +86,12 @@ SWEEP_METHODS = ["dense", "unstructured_dense_zeros", "unstructured_torch_csr", 
                  "block_64", "neuron_pruning"]
 
 
+@pytest.mark.skipif("cpu" not in DEVICES, reason="CPU sweep not selected (SPARSEKIT_BENCH_DEVICE)")
 @pytest.mark.parametrize("M", [1, 256])
 @pytest.mark.parametrize("sparsity", SWEEP)
 @pytest.mark.parametrize("method", SWEEP_METHODS)
 def test_sparsity_sweep(benchmark, M, sparsity, method):
+    SIZE = CPU_SIZE
     torch.manual_seed(0)
     w = torch.randn(SIZE, SIZE)
     x = torch.randn(M, SIZE)

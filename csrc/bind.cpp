@@ -89,7 +89,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   a.small_m = small_m;
   a.nthreads = nthreads;
   const int64_t Kp = Kb * bw;
-  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + nthreads * bh) * kBsrPanel) + 1);
+  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + Nb * bh) * kBsrPanel) + 1);
   BsrFn fn = bsr_linear_for(current_isa());
   {
     py::gil_scoped_release release;

@@ -34,6 +34,30 @@ static inline float vsum(vf v) {
 }
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// 8 x 8 transpose in registers: dst[c * ds + r] = src[r * ss + c].
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+__attribute__((always_inline)) static inline void transpose8x8(const float* src, int64_t ss, float* dst,
+                                                               int64_t ds) {
+  v8 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) __builtin_memcpy(&r[i], src + i * ss, sizeof(v8));
+  for (int i = 0; i < 8; i += 2) {  // interleave pairs of rows within 128-bit halves
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {  // interleave pairs of 64-bit elements
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {  // swap 128-bit halves between rows i and i + 4
+    v8 lo = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v8 hi = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    __builtin_memcpy(dst + i * ds, &lo, sizeof(v8));
+    __builtin_memcpy(dst + (i + 4) * ds, &hi, sizeof(v8));
+  }
+}
+
 // ---------------------------------------------------------------- small M
 // IR weight rows x MC activation rows of accumulators.
 template <int IR, int MC>
@@ -99,77 +123,100 @@ constexpr int MT = MR * SK_VW;    // m per micro-tile
 constexpr int64_t MP = kBsrPanel;  // m per packed panel
 static_assert(MP % MT == 0, "the packed panel must hold a whole number of micro-tiles");
 
-// c[NR][MP] (an L1-resident accumulator tile, row stride MP) += B[NR][bw] x Xt[bw][MT].
+constexpr int64_t NT = MP / MT;    // micro-tiles per panel
+
+// The packed panel holds, for each block column c and micro-tile t, the bw x MT slice
+// Xp[c][t][k][l] = x[m0 + t*MT + l][c*bw + k] contiguously, so a block's slice streams
+// from L2 in order.
+static inline const float* panel_slice(const float* xp, int64_t c, int64_t t, int64_t bw) {
+  return xp + (c * NT + t) * bw * MT;
+}
+
+// yt[i][t*MT + j] = sum over the stored blocks b of row r of B_b[n0 + i][:] . Xp[c_b][t][:][j],
+// for i < NR: the accumulators stay in registers across every block of the row.
 template <int NR>
-static inline void micro(float* c, const float* B, int64_t bw, const float* X) {
+static inline void micro_row(const BsrLinearArgs& a, const float* xp, int64_t r, int64_t n0, int64_t t,
+                             float* yt) {
+  const int64_t bw = a.bw, bh = a.bh;
   vf acc[NR][MR];
   for (int i = 0; i < NR; ++i)
-    for (int q = 0; q < MR; ++q) acc[i][q] = vload(c + i * MP + q * SK_VW);
-  for (int64_t k = 0; k < bw; ++k) {
-    vf xv[MR];
-    for (int q = 0; q < MR; ++q) xv[q] = vload(X + k * MP + q * SK_VW);
-    for (int i = 0; i < NR; ++i) {
-      vf w = vsplat(B[i * bw + k]);
-      for (int q = 0; q < MR; ++q) acc[i][q] += w * xv[q];
+    for (int q = 0; q < MR; ++q) acc[i][q] = vf{};
+  for (int32_t b = a.row_off[r]; b < a.row_off[r + 1]; ++b) {
+    const float* B = a.values + ((int64_t)b * bh + n0) * bw;
+    const float* X = panel_slice(xp, a.cols[b], t, bw);
+    for (int64_t k = 0; k < bw; ++k) {
+      vf xv[MR];
+      for (int q = 0; q < MR; ++q) xv[q] = vload(X + k * MT + q * SK_VW);
+      for (int i = 0; i < NR; ++i) {
+        vf w = vsplat(B[i * bw + k]);
+        for (int q = 0; q < MR; ++q) acc[i][q] += w * xv[q];
+      }
     }
   }
   for (int i = 0; i < NR; ++i)
-    for (int q = 0; q < MR; ++q) __builtin_memcpy(c + i * MP + q * SK_VW, &acc[i][q], sizeof(vf));
+    for (int q = 0; q < MR; ++q) __builtin_memcpy(yt + (n0 + i) * MP + t * MT + q * SK_VW, &acc[i][q], sizeof(vf));
 }
 
-// One block row r against the packed panel: block by block, so each block's slice of the
-// panel (bw x MP) and the accumulator tile (bh x MP) stay in L1 across all micro-tiles.
-static void block_row_panel(const BsrLinearArgs& a, const float* xt, float* ctile, int64_t r, int64_t m0,
-                            int64_t mp) {
-  const int64_t bw = a.bw, bh = a.bh;
-  const int64_t jend = (mp + MT - 1) / MT * MT;
-  for (int64_t t = 0; t < bh * MP; ++t) ctile[t] = 0.f;
-  for (int32_t b = a.row_off[r]; b < a.row_off[r + 1]; ++b) {
-    const float* blk = a.values + (int64_t)b * bh * bw;
-    const float* X = xt + (int64_t)a.cols[b] * bw * MP;
+// Block row r against the packed panel, into rows r*bh.. of the transposed panel output yt[Np][MP].
+static void block_row_panel(const BsrLinearArgs& a, const float* xp, float* yt, int64_t r, int64_t mp) {
+  const int64_t bh = a.bh;
+  const int64_t tend = (mp + MT - 1) / MT;
+  float* yr = yt + r * bh * MP;
+  for (int64_t t = 0; t < tend; ++t) {
     int64_t n0 = 0;
-    for (; n0 + SK_NR <= bh; n0 += SK_NR)
-      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<SK_NR>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
-    for (; SK_NR > 4 && n0 + 4 <= bh; n0 += 4)
-      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<4>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
-    for (; SK_NR > 2 && n0 + 2 <= bh; n0 += 2)
-      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<2>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
-    for (; n0 < bh; ++n0)
-      for (int64_t j0 = 0; j0 < jend; j0 += MT) micro<1>(ctile + n0 * MP + j0, blk + n0 * bw, bw, X + j0);
-  }
-  // transposed store: y[m0 + j, r*bh + i] = ctile[i][j] + bias
-  const int64_t nbase = r * bh;
-  const int64_t rows = imin(bh, a.N - nbase);
-  for (int64_t j = 0; j < mp; ++j) {
-    float* yrow = a.y + (m0 + j) * a.N + nbase;
-    for (int64_t i = 0; i < rows; ++i) yrow[i] = ctile[i * MP + j] + (a.bias ? a.bias[nbase + i] : 0.f);
+    for (; n0 + SK_NR <= bh; n0 += SK_NR) micro_row<SK_NR>(a, xp, r, n0, t, yr);
+    for (; SK_NR > 8 && n0 + 8 <= bh; n0 += 8) micro_row<8>(a, xp, r, n0, t, yr);
+    for (; SK_NR > 4 && n0 + 4 <= bh; n0 += 4) micro_row<4>(a, xp, r, n0, t, yr);
+    for (; SK_NR > 2 && n0 + 2 <= bh; n0 += 2) micro_row<2>(a, xp, r, n0, t, yr);
+    for (; n0 < bh; ++n0) micro_row<1>(a, xp, r, n0, t, yr);
   }
 }
 
-// work: Kp*MP floats for the packed panel, then nthreads * bh * MP for accumulator tiles.
+// work: Kp*MP floats for the packed panel, then Np*MP for the transposed panel output.
 static void bsr_large_m(const BsrLinearArgs& a, float* work) {
-  const int64_t Kp = a.Kb * a.bw;
-  float* xt = work;
+  const int64_t Kp = a.Kb * a.bw, bw = a.bw, N = a.N;
+  float* xp = work;
+  float* yt = work + Kp * MP;
   for (int64_t m0 = 0; m0 < a.M; m0 += MP) {
     const int64_t mp = imin(MP, a.M - m0);
 #pragma omp parallel num_threads(a.nthreads)
     {
-      // pack Xt[k][j] = x[m0 + j][k] (zero past M and K): contiguous writes, MP rows read at once
+      // pack, zero past M and K; full 8 x 8 tiles through registers
 #pragma omp for schedule(static)
-      for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
-        for (int64_t k = k0; k < k0 + 16 && k < Kp; ++k) {
-          float* dst = xt + k * MP;
-          if (k >= a.K) {
-            for (int64_t j = 0; j < MP; ++j) dst[j] = 0.f;
-            continue;
+      for (int64_t c = 0; c < a.Kb; ++c) {
+        for (int64_t t = 0; t < NT; ++t) {
+          float* dst = xp + (c * NT + t) * bw * MT;
+          for (int64_t l0 = 0; l0 < MT; l0 += 8) {
+            const int64_t m = m0 + t * MT + l0;  // first of 8 rows of x
+            int64_t k0 = 0;
+            if (t * MT + l0 + 8 <= mp)
+              for (; k0 + 8 <= bw && c * bw + k0 + 8 <= a.K; k0 += 8)
+                transpose8x8(a.x + m * a.K + c * bw + k0, a.K, dst + k0 * MT + l0, MT);
+            for (int64_t l = 0; l < 8; ++l) {
+              const bool row_ok = t * MT + l0 + l < mp;
+              for (int64_t k = k0; k < bw; ++k) {
+                const int64_t kk = c * bw + k;
+                dst[k * MT + l0 + l] = (row_ok && kk < a.K) ? a.x[(m + l) * a.K + kk] : 0.f;
+              }
+            }
           }
-          for (int64_t j = 0; j < mp; ++j) dst[j] = a.x[(m0 + j) * a.K + k];
-          for (int64_t j = mp; j < MP; ++j) dst[j] = 0.f;
         }
       }
-      float* ctile = work + Kp * MP + (int64_t)omp_get_thread_num() * a.bh * MP;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t r = 0; r < a.Nb; ++r) block_row_panel(a, xt, ctile, r, m0, mp);
+      for (int64_t r = 0; r < a.Nb; ++r) block_row_panel(a, xp, yt, r, mp);
+      // y[m0 + j][n] = yt[n][j] + bias[n]: each thread writes whole rows of y, 8 at a time
+#pragma omp for schedule(static)
+      for (int64_t j0 = 0; j0 < mp; j0 += 8) {
+        float* y0 = a.y + (m0 + j0) * N;
+        int64_t n0 = 0;
+        if (j0 + 8 <= mp)
+          for (; n0 + 8 <= N; n0 += 8) transpose8x8(yt + n0 * MP + j0, MP, y0 + n0, N);
+        for (int64_t j = j0; j < j0 + 8 && j < mp; ++j)
+          for (int64_t n = (j0 + 8 <= mp ? n0 : 0); n < N; ++n) a.y[(m0 + j) * N + n] = yt[n * MP + j];
+        if (a.bias)
+          for (int64_t j = j0; j < j0 + 8 && j < mp; ++j)
+            for (int64_t n = 0; n < N; ++n) a.y[(m0 + j) * N + n] += a.bias[n];
+      }
     }
   }
 }

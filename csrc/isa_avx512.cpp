@@ -10,8 +10,8 @@ namespace avx512 {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi2,popcnt")
 #define SK_VW 16
-#define SK_NR 6
-#define SK_MR 4
+#define SK_NR 12
+#define SK_MR 2
 #include "block_sparse_impl.h"
 #undef SK_VW
 #undef SK_NR

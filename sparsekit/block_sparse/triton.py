@@ -8,6 +8,8 @@ broadcast-multiply-reduce. Accumulates in fp32 for every input dtype.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..backend import triton_available
@@ -20,6 +22,10 @@ try:
     _HAS_TRITON = True
 except Exception:  # triton missing or broken: the kernel is simply not registered
     _HAS_TRITON = False
+
+
+# SPARSEKIT_TRITON_AUTOTUNE=0 uses one fixed tile (tests: many shapes, each would autotune)
+AUTOTUNE = os.environ.get("SPARSEKIT_TRITON_AUTOTUNE", "1") != "0"
 
 
 def _next_pow2(v: int) -> int:
@@ -37,7 +43,7 @@ if _HAS_TRITON:
     @triton.jit
     def _bsr_linear_kernel(
         x_ptr, v_ptr, col_ptr, row_ptr, b_ptr, y_ptr,
-        M, N, K,
+        M, N, K, M_BUCKET,
         stride_xm, stride_xk, stride_ym, stride_yn,
         BH: tl.constexpr, BW: tl.constexpr, BHP: tl.constexpr, BWP: tl.constexpr,
         HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, ALLOW_TF32: tl.constexpr, BM: tl.constexpr,
@@ -77,11 +83,9 @@ if _HAS_TRITON:
             mask=m_ok[:, None] & n_ok[None, :],
         )
 
-    _bsr_linear_autotuned = triton.autotune(configs=_configs(), key=["M", "N", "K", "BH", "BW"])(_bsr_linear_kernel)
+    _bsr_linear_autotuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "BH", "BW"])(_bsr_linear_kernel)
 
     def bsr_linear_triton(x, values, col_indices, row_offsets, bias, out_features: int, in_features: int):
-        import os
-
         interpret = os.environ.get("TRITON_INTERPRET") == "1"
         if x.device.type != "cuda" and not interpret:
             raise ValueError(f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
@@ -104,14 +108,15 @@ if _HAS_TRITON:
         allow_tf32 = x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
         args = (
             x2, values, col_indices, row_offsets, bias if bias is not None else values, y,
-            M, N, K, x2.stride(0), x2.stride(1), y.stride(0), y.stride(1),
+            M, N, K, _next_pow2(M), x2.stride(0), x2.stride(1), y.stride(0), y.stride(1),
         )
         meta = dict(
             BH=bh, BW=bw, BHP=max(16, _next_pow2(bh)), BWP=max(16, _next_pow2(bw)),
             HAS_BIAS=bias is not None, USE_DOT=use_dot, ALLOW_TF32=bool(allow_tf32),
         )
-        if interpret:  # autotuning under the interpreter only costs time
-            _bsr_linear_kernel[(triton.cdiv(M, 16), Nb)](*args, **meta, BM=16)
+        if interpret or not AUTOTUNE:  # autotuning under the interpreter only costs time
+            bm = 16 if interpret else 64
+            _bsr_linear_kernel[(triton.cdiv(M, bm), Nb)](*args, **meta, BM=bm, num_warps=4)
         else:
             grid = lambda META: (triton.cdiv(M, META["BM"]), Nb)  # noqa: E731
             _bsr_linear_autotuned[grid](*args, **meta)
