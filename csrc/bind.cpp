@@ -2,6 +2,7 @@
 // to the instruction set chosen at run time. No kernel logic lives here.
 #include <pybind11/stl.h>
 
+#include "bsr_convert.h"
 #include "common.h"
 #include "isa.h"
 
@@ -43,21 +44,34 @@ void check_bsr_indices(const int32_t* row_off, int64_t Nb, const int32_t* cols, 
              "col_indices[" << b << "]=" << cols[b] << " is out of range [0, " << Kb << ")");
 }
 
-void bsr_linear(const py::array& x, const py::array& values, const py::array& cols, const py::array& row_off,
-                const py::object& bias, py::array& y, int64_t N, int64_t K, int64_t small_m, int nthreads) {
-  check_array<float>(x, "x", 2);
+// Checks the BSR arrays against the logical shape (N, K); returns (nnz, bh, bw, Nb, Kb).
+struct BsrShape {
+  int64_t nnz, bh, bw, Nb, Kb;
+};
+BsrShape check_bsr(const py::array& values, const py::array& cols, const py::array& row_off, int64_t N, int64_t K) {
   check_array<float>(values, "values", 3);
   check_array<int32_t>(cols, "col_indices", 1);
   check_array<int32_t>(row_off, "row_offsets", 1);
-  check_array<float>(y, "out", 2, /*writable=*/true);
   SK_CHECK(N >= 0 && K >= 0, "shape must be non-negative, got (" << N << ", " << K << ")");
+  BsrShape s{values.shape(0), values.shape(1), values.shape(2), 0, 0};
+  SK_CHECK(s.bh >= 1 && s.bw >= 1, "block size must be positive, got (" << s.bh << ", " << s.bw << ")");
+  s.Nb = (N + s.bh - 1) / s.bh;
+  s.Kb = (K + s.bw - 1) / s.bw;
+  check_dim(cols, "col_indices", 0, s.nnz);
+  check_dim(row_off, "row_offsets", 0, s.Nb + 1);
+  check_bsr_indices(static_cast<const int32_t*>(row_off.data()), s.Nb, static_cast<const int32_t*>(cols.data()),
+                    s.nnz, s.Kb);
+  return s;
+}
+
+void bsr_linear(const py::array& x, const py::array& values, const py::array& cols, const py::array& row_off,
+                const py::object& bias, py::array& y, int64_t N, int64_t K, int64_t small_m, int nthreads) {
+  check_array<float>(x, "x", 2);
+  check_array<float>(y, "out", 2, /*writable=*/true);
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
-  const int64_t M = x.shape(0), nnz = values.shape(0), bh = values.shape(1), bw = values.shape(2);
-  SK_CHECK(bh >= 1 && bw >= 1, "block size must be positive, got (" << bh << ", " << bw << ")");
-  const int64_t Nb = (N + bh - 1) / bh, Kb = (K + bw - 1) / bw;
+  const BsrShape s = check_bsr(values, cols, row_off, N, K);
+  const int64_t M = x.shape(0);
   check_dim(x, "x", 1, K);
-  check_dim(cols, "col_indices", 0, nnz);
-  check_dim(row_off, "row_offsets", 0, Nb + 1);
   check_dim(y, "out", 0, M);
   check_dim(y, "out", 1, N);
   const float* bias_ptr = nullptr;
@@ -68,33 +82,43 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
     check_dim(bias_arr, "bias", 0, N);
     bias_ptr = static_cast<const float*>(bias_arr.data());
   }
-  const auto* ro = static_cast<const int32_t*>(row_off.data());
-  const auto* ci = static_cast<const int32_t*>(cols.data());
-  check_bsr_indices(ro, Nb, ci, nnz, Kb);
-
   BsrLinearArgs a{};
   a.x = static_cast<const float*>(x.data());
   a.values = static_cast<const float*>(values.data());
-  a.cols = ci;
-  a.row_off = ro;
+  a.cols = static_cast<const int32_t*>(cols.data());
+  a.row_off = static_cast<const int32_t*>(row_off.data());
   a.bias = bias_ptr;
   a.y = static_cast<float*>(y.mutable_data());
   a.M = M;
   a.N = N;
   a.K = K;
-  a.bh = bh;
-  a.bw = bw;
-  a.Nb = Nb;
-  a.Kb = Kb;
+  a.bh = s.bh;
+  a.bw = s.bw;
+  a.Nb = s.Nb;
+  a.Kb = s.Kb;
   a.small_m = small_m;
   a.nthreads = nthreads;
-  const int64_t Kp = Kb * bw;
-  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + Nb * bh) * kBsrPanel) + 1);
+  const int64_t Kp = s.Kb * s.bw;
+  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + s.Nb * s.bh) * kBsrPanel) + 1);
   BsrFn fn = bsr_linear_for(current_isa());
   {
     py::gil_scoped_release release;
     fn(a);
   }
+}
+
+void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
+                     int nthreads) {
+  check_array<float>(out, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  const int64_t N = out.shape(0), K = out.shape(1);
+  const BsrShape s = check_bsr(values, cols, row_off, N, K);
+  const auto* v = static_cast<const float*>(values.data());
+  const auto* c = static_cast<const int32_t*>(cols.data());
+  const auto* r = static_cast<const int32_t*>(row_off.data());
+  auto* d = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  bsr_to_dense(v, c, r, s.Nb, s.bh, s.bw, d, N, K, nthreads);
 }
 
 }  // namespace
@@ -110,4 +134,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("bsr_linear", &sk::bsr_linear, py::arg("x"), py::arg("values"), py::arg("col_indices"),
         py::arg("row_offsets"), py::arg("bias"), py::arg("out"), py::arg("N"), py::arg("K"), py::arg("small_m"),
         py::arg("nthreads"), "out[M, N] = x[M, K] @ W.T + bias with W in BSR form.");
+  m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
+        py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

@@ -98,8 +98,24 @@ def test_dense_fallback_path_is_exact(variant):
     N, K = 64, 64
     args, b = _make(N, K, (16, 16), 0.0, "cpu")
     M = bsr_cpu.DENSE_FALLBACK_MIN_M + 5
-    assert bsr_cpu.use_dense_fallback(M, args[0].shape[0], (4, 4))
+    assert bsr_cpu.use_dense_fallback(M, args[0].shape[0], (4, 4), (16, 16))
     _check(torch.randn(M, K), args, b, N, K, variant)
+    _check(torch.randn(M, K), args, b, N, K, variant)  # from the cache
+
+
+def test_dense_fallback_cache_never_serves_stale_weights():
+    N, K = 64, 64
+    w = BSRWeight.from_dense(torch.randn(N, K), (16, 16), sparsity=0.0)
+    values = w.values.clone()
+    x = torch.randn(bsr_cpu.DENSE_FALLBACK_MIN_M + 1, K)
+    with sparsekit.use_backend("cpu"):
+        y1 = torch.ops.sparsekit.bsr_linear(x, values, w.col_indices, w.row_offsets, None, N, K)
+        values.mul_(2)  # in place: same tensor, new version
+        y2 = torch.ops.sparsekit.bsr_linear(x, values, w.col_indices, w.row_offsets, None, N, K)
+        torch.testing.assert_close(y2, 2 * y1)
+        other = torch.zeros_like(values)  # another tensor, possibly at a reused address
+        y3 = torch.ops.sparsekit.bsr_linear(x, other, w.col_indices, w.row_offsets, None, N, K)
+        assert bool((y3 == 0).all())
 
 
 @pytest.mark.parametrize("device, variant", [(d, v) for d, v in VARIANTS if d == "cuda"])
@@ -189,6 +205,21 @@ def _bad_call(**over):
 def test_bad_input_gets_clear_error(over, exc, match):
     with pytest.raises(exc, match=match):
         _bad_call(**over)
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+def test_native_densify_checks_and_matches_reference():
+    w = BSRWeight.from_dense(torch.randn(70, 45), (16, 8), sparsity=0.4)
+    out = torch.empty(70, 45)
+    _ext.native().bsr_to_dense(w.values.numpy(), w.col_indices.numpy(), w.row_offsets.numpy(), out.numpy(), 2)
+    torch.testing.assert_close(out, w.to_dense(), rtol=0, atol=0)
+    bad = w.col_indices.clone()
+    bad[0] = 99
+    with pytest.raises(ValueError, match="out of range"):
+        _ext.native().bsr_to_dense(w.values.numpy(), bad.numpy(), w.row_offsets.numpy(), out.numpy(), 2)
+    with pytest.raises(ValueError, match=r"row_offsets.shape\[0\] must be 8, got 6"):
+        _ext.native().bsr_to_dense(w.values.numpy(), w.col_indices.numpy(), w.row_offsets.numpy(),
+                                   torch.empty(100, 45).numpy(), 2)
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")

@@ -2,33 +2,63 @@
 
 The native kernel has two paths, picked by M: a memory-bound path for small M and a
 register-blocked micro-kernel for large M (see ``csrc/block_sparse_impl.h``). Where
-blocks cannot win (a dense-ish weight at large M), the op falls back to a dense
-matmul on the densified weight, so converting a layer never makes it slower.
+blocks cannot win (a dense-ish weight at large M), the op runs a dense matmul on the
+densified weight instead, so converting a layer never makes it slower. The densified
+weight is cached per weight (validated by identity and version counter, so an in-place
+update or a different tensor never hits a stale entry).
 """
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
+
 import torch
 
 from .. import _ext
-from .format import bsr_to_dense
 from .op import bsr_linear_kernels
 
 # M at or below which the native kernel streams each weight row once (memory bound).
 SMALL_M = 24
-# Above this M, a weight with a larger block density than DENSE_FALLBACK_DENSITY runs
-# dense: densifying costs one pass over N*K floats, less than the block overheads.
-DENSE_FALLBACK_MIN_M = 64
-DENSE_FALLBACK_DENSITY = 0.75
+# Above this M, a weight whose block density exceeds dense_crossover() runs dense.
+DENSE_FALLBACK_MIN_M = 48
+# How many densified weights the fallback keeps (0: densify on every call).
+DENSE_CACHE_ENTRIES = 8
+
+_dense_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
+def dense_crossover(bh: int, bw: int) -> float:
+    """Block density above which the dense matmul is faster at large M. Measured with
+    K=N=4096, M=256, 2 threads, AVX-512: 16x16, 32x32, 64x64 and 8x8 blocks break even at
+    0.65-0.72 density; 1x32 (one weight row per block: no register reuse) near 0.3."""
+    return 0.6 if bh >= 8 and bw >= 8 else 0.25
+
+
+def use_dense_fallback(M: int, nnz: int, grid: tuple[int, int], block: tuple[int, int]) -> bool:
+    nblocks = grid[0] * grid[1]
+    return M > DENSE_FALLBACK_MIN_M and nblocks > 0 and nnz / nblocks > dense_crossover(*block)
+
+
+def _dense_weight(values, col_indices, row_offsets, N: int, K: int) -> torch.Tensor:
+    tensors = (values, col_indices, row_offsets)
+    key = tuple((t.data_ptr(), t._version) for t in tensors) + (N, K, tuple(values.shape))
+    hit = _dense_cache.get(key)
+    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)):
+        _dense_cache.move_to_end(key)
+        return hit[1]
+    dense = torch.empty(N, K, dtype=torch.float32)
+    _ext.native().bsr_to_dense(values.detach().contiguous().numpy(), col_indices.contiguous().numpy(),
+                               row_offsets.contiguous().numpy(), dense.numpy(), torch.get_num_threads())
+    if DENSE_CACHE_ENTRIES > 0:
+        _dense_cache[key] = (tuple(weakref.ref(t) for t in tensors), dense)
+        while len(_dense_cache) > DENSE_CACHE_ENTRIES:
+            _dense_cache.popitem(last=False)
+    return dense
 
 
 def _is_fp32(x, values, *rest) -> bool:
     return x.dtype == torch.float32 and values.dtype == torch.float32
-
-
-def use_dense_fallback(M: int, nnz: int, grid: tuple[int, int]) -> bool:
-    nblocks = grid[0] * grid[1]
-    return M > DENSE_FALLBACK_MIN_M and nblocks > 0 and nnz / nblocks > DENSE_FALLBACK_DENSITY
 
 
 @bsr_linear_kernels.register("cpu", ("cpu",), available=_ext.available, supports=_is_fp32)
@@ -44,9 +74,9 @@ def bsr_linear_cpu(x, values, col_indices, row_offsets, bias, out_features: int,
     M = x2.shape[0]
     nnz, bh, bw = values.shape
     grid = (-(-N // bh), -(-K // bw))
-    if use_dense_fallback(M, nnz, grid):
-        w = bsr_to_dense(values.detach(), col_indices, row_offsets, (N, K))
-        return torch.nn.functional.linear(x, w, bias)
+    if use_dense_fallback(M, nnz, grid, (bh, bw)):
+        w = _dense_weight(values, col_indices, row_offsets, N, K)
+        return torch.nn.functional.linear(x, w, None if bias is None else bias.detach())
     out = torch.empty(M, N, dtype=torch.float32)
     C.bsr_linear(
         x2.detach().numpy(),
