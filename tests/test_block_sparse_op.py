@@ -165,16 +165,18 @@ def test_gradients_match_masked_dense(device, variant):
     torch.testing.assert_close(v.grad, expected_blocks, rtol=1e-4, atol=1e-4)
 
 
-def test_opcheck():
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
     N, K = 33, 40
-    w = BSRWeight.from_dense(torch.randn(N, K), (8, 16), sparsity=0.5)
-    for bias in (None, torch.randn(N)):
-        for x in (torch.randn(5, K), torch.randn(2, 0, K)):
-            args = (x, w.values.clone().requires_grad_(True), w.col_indices, w.row_offsets, bias, N, K)
+    w = BSRWeight.from_dense(torch.randn(N, K), (16, 16), sparsity=0.5)
+    cols, rows = w.col_indices.to(device), w.row_offsets.to(device)
+    for bias in (None, torch.randn(N, device=device)):
+        for x in (torch.randn(5, K, device=device), torch.randn(2, 0, K, device=device)):
+            args = (x, w.values.to(device).clone().requires_grad_(True), cols, rows, bias, N, K)
             torch.library.opcheck(torch.ops.sparsekit.bsr_linear.default, args)
-    torch.library.opcheck(torch.ops.sparsekit.bsr_sddmm.default, (torch.randn(5, N), torch.randn(5, K),
-                                                                   w.col_indices, w.row_offsets, 8, 16))
-    torch.library.opcheck(torch.ops.sparsekit.bsr_transpose.default, (w.values, w.col_indices, w.row_offsets, N, K))
+    torch.library.opcheck(torch.ops.sparsekit.bsr_sddmm.default,
+                          (torch.randn(5, N, device=device), torch.randn(5, K, device=device), cols, rows, 16, 16))
+    torch.library.opcheck(torch.ops.sparsekit.bsr_transpose.default, (w.values.to(device), cols, rows, N, K))
 
 
 # ---------------------------------------------------------------- bad input

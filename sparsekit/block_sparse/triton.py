@@ -46,7 +46,7 @@ if _HAS_TRITON:
         M, N, K, M_BUCKET,
         stride_xm, stride_xk, stride_ym, stride_yn,
         BH: tl.constexpr, BW: tl.constexpr, BHP: tl.constexpr, BWP: tl.constexpr,
-        HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, ALLOW_TF32: tl.constexpr, BM: tl.constexpr,
+        HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
         r = tl.program_id(1)
@@ -70,7 +70,7 @@ if _HAS_TRITON:
             w = tl.load(w_ptrs, mask=w_mask, other=0.0)
             w_ptrs += BH * BW
             if USE_DOT:
-                acc += tl.dot(xt, tl.trans(w), allow_tf32=ALLOW_TF32)
+                acc += tl.dot(xt, tl.trans(w), input_precision=PRECISION)
             else:
                 acc += tl.sum(xt[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), axis=2)
         offs_n = r * BH + offs_i
@@ -105,14 +105,15 @@ if _HAS_TRITON:
         Nb = -(-N // bh)
         values = values.contiguous()
         use_dot = bh >= 16 and bw >= 16
-        allow_tf32 = x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
+        # fp32 follows torch's own matmul setting (full fp32 by default, like cuBLAS)
+        precision = "tf32" if x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
         args = (
             x2, values, col_indices, row_offsets, bias if bias is not None else values, y,
             M, N, K, _next_pow2(M), x2.stride(0), x2.stride(1), y.stride(0), y.stride(1),
         )
         meta = dict(
             BH=bh, BW=bw, BHP=max(16, _next_pow2(bh)), BWP=max(16, _next_pow2(bw)),
-            HAS_BIAS=bias is not None, USE_DOT=use_dot, ALLOW_TF32=bool(allow_tf32),
+            HAS_BIAS=bias is not None, USE_DOT=use_dot, PRECISION=precision,
         )
         if interpret or not AUTOTUNE:  # autotuning under the interpreter only costs time
             bm = 16 if interpret else 64
