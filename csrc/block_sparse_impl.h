@@ -162,14 +162,18 @@ static void block_row_panel(const BsrLinearArgs& a, const float* xp, float* yt, 
   const int64_t bh = a.bh;
   const int64_t tend = (mp + MT - 1) / MT;
   float* yr = yt + r * bh * MP;
-  for (int64_t t = 0; t < tend; ++t) {
-    int64_t n0 = 0;
-    for (; n0 + SK_NR <= bh; n0 += SK_NR) micro_row<SK_NR>(a, xp, r, n0, t, yr);
-    for (; SK_NR > 8 && n0 + 8 <= bh; n0 += 8) micro_row<8>(a, xp, r, n0, t, yr);
-    for (; SK_NR > 4 && n0 + 4 <= bh; n0 += 4) micro_row<4>(a, xp, r, n0, t, yr);
-    for (; SK_NR > 2 && n0 + 2 <= bh; n0 += 2) micro_row<2>(a, xp, r, n0, t, yr);
-    for (; n0 < bh; ++n0) micro_row<1>(a, xp, r, n0, t, yr);
-  }
+  // micro-tiles innermost: the weight rows of one pass stay in L1 for all of them
+  int64_t n0 = 0;
+  for (; n0 + SK_NR <= bh; n0 += SK_NR)
+    for (int64_t t = 0; t < tend; ++t) micro_row<SK_NR>(a, xp, r, n0, t, yr);
+  for (; SK_NR > 8 && n0 + 8 <= bh; n0 += 8)
+    for (int64_t t = 0; t < tend; ++t) micro_row<8>(a, xp, r, n0, t, yr);
+  for (; SK_NR > 4 && n0 + 4 <= bh; n0 += 4)
+    for (int64_t t = 0; t < tend; ++t) micro_row<4>(a, xp, r, n0, t, yr);
+  for (; SK_NR > 2 && n0 + 2 <= bh; n0 += 2)
+    for (int64_t t = 0; t < tend; ++t) micro_row<2>(a, xp, r, n0, t, yr);
+  for (; n0 < bh; ++n0)
+    for (int64_t t = 0; t < tend; ++t) micro_row<1>(a, xp, r, n0, t, yr);
 }
 
 // work: Kp*MP floats for the packed panel, then Np*MP for the transposed panel output.
