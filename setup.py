@@ -12,6 +12,8 @@ from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
 sources = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".cpp"))
+# headers too: the kernels live in csrc/*.h, and a change there must rebuild the extension
+headers = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h"))
 
 extra_compile = ["-O3", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
 extra_link = ["-fopenmp"]
@@ -23,6 +25,7 @@ ext = Pybind11Extension(
     "sparsekit._C",
     sources,
     include_dirs=["csrc"],
+    depends=headers,
     cxx_std=17,
     extra_compile_args=extra_compile,
     extra_link_args=extra_link,

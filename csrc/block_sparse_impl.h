@@ -17,13 +17,12 @@
 // Block rows are scheduled dynamically over the OpenMP threads, so rows with many
 // blocks do not hold the others back.
 
-typedef float vf __attribute__((vector_size(SK_VW * 4), aligned(4)));
+typedef float vf __attribute__((vector_size(SK_VW * 4)));
+// the same vector, for unaligned access to float arrays
+typedef float vfu __attribute__((vector_size(SK_VW * 4), aligned(4), may_alias));
 
-static inline vf vload(const float* p) {
-  vf v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
+static inline vf vload(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+static inline void vstore(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 // s - (+0) is exactly s for every s (unlike s + 0 for s = -0), so the compiler folds the
 // subtraction and emits a plain broadcast, from memory where s is loaded.
 static inline vf vsplat(float s) { return s - vf{}; }
@@ -34,12 +33,17 @@ static inline float vsum(vf v) {
 }
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Loops over register-tile dimensions must be unrolled completely, or the accumulator
+// arrays live in memory (GCC's heuristics stop short for some tile/vector sizes).
+#define SK_UNROLL _Pragma("GCC unroll 32")
+
 // 8 x 8 transpose in registers: dst[c * ds + r] = src[r * ss + c].
-typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
 __attribute__((always_inline)) static inline void transpose8x8(const float* src, int64_t ss, float* dst,
                                                                int64_t ds) {
   v8 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) __builtin_memcpy(&r[i], src + i * ss, sizeof(v8));
+  for (int i = 0; i < 8; ++i) r[i] = *reinterpret_cast<const v8u*>(src + i * ss);
   for (int i = 0; i < 8; i += 2) {  // interleave pairs of rows within 128-bit halves
     t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
@@ -53,8 +57,8 @@ __attribute__((always_inline)) static inline void transpose8x8(const float* src,
   for (int i = 0; i < 4; ++i) {  // swap 128-bit halves between rows i and i + 4
     v8 lo = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
     v8 hi = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-    __builtin_memcpy(dst + i * ds, &lo, sizeof(v8));
-    __builtin_memcpy(dst + (i + 4) * ds, &hi, sizeof(v8));
+    *reinterpret_cast<v8u*>(dst + i * ds) = lo;
+    *reinterpret_cast<v8u*>(dst + (i + 4) * ds) = hi;
   }
 }
 
@@ -67,7 +71,9 @@ static void small_rows(const BsrLinearArgs& a, const float* xp, int64_t Kp, int6
   const int64_t kv = bw - bw % SK_VW;
   vf acc[IR][MC];
   float tail[IR][MC];
+  SK_UNROLL
   for (int i = 0; i < IR; ++i)
+    SK_UNROLL
     for (int m = 0; m < MC; ++m) {
       acc[i][m] = vf{};
       tail[i][m] = 0.f;
@@ -77,20 +83,27 @@ static void small_rows(const BsrLinearArgs& a, const float* xp, int64_t Kp, int6
     const float* X = xp + m0 * Kp + (int64_t)a.cols[b] * bw;
     for (int64_t k = 0; k < kv; k += SK_VW) {
       vf xv[MC];
+      SK_UNROLL
       for (int m = 0; m < MC; ++m) xv[m] = vload(X + m * Kp + k);
+      SK_UNROLL
       for (int i = 0; i < IR; ++i) {
         vf w = vload(B + i * bw + k);
+        SK_UNROLL
         for (int m = 0; m < MC; ++m) acc[i][m] += w * xv[m];
       }
     }
     for (int64_t k = kv; k < bw; ++k)
+      SK_UNROLL
       for (int i = 0; i < IR; ++i)
+        SK_UNROLL
         for (int m = 0; m < MC; ++m) tail[i][m] += B[i * bw + k] * X[m * Kp + k];
   }
+  SK_UNROLL
   for (int i = 0; i < IR; ++i) {
     const int64_t n = r * bh + i0 + i;
     if (n >= a.N) break;
     const float bias = a.bias ? a.bias[n] : 0.f;
+    SK_UNROLL
     for (int m = 0; m < MC; ++m) a.y[(m0 + m) * a.N + n] = vsum(acc[i][m]) + tail[i][m] + bias;
   }
 }
@@ -139,22 +152,29 @@ static inline void micro_row(const BsrLinearArgs& a, const float* xp, int64_t r,
                              float* yt) {
   const int64_t bw = a.bw, bh = a.bh;
   vf acc[NR][MR];
+  SK_UNROLL
   for (int i = 0; i < NR; ++i)
+    SK_UNROLL
     for (int q = 0; q < MR; ++q) acc[i][q] = vf{};
   for (int32_t b = a.row_off[r]; b < a.row_off[r + 1]; ++b) {
     const float* B = a.values + ((int64_t)b * bh + n0) * bw;
     const float* X = panel_slice(xp, a.cols[b], t, bw);
     for (int64_t k = 0; k < bw; ++k) {
       vf xv[MR];
+      SK_UNROLL
       for (int q = 0; q < MR; ++q) xv[q] = vload(X + k * MT + q * SK_VW);
+      SK_UNROLL
       for (int i = 0; i < NR; ++i) {
         vf w = vsplat(B[i * bw + k]);
+        SK_UNROLL
         for (int q = 0; q < MR; ++q) acc[i][q] += w * xv[q];
       }
     }
   }
+  SK_UNROLL
   for (int i = 0; i < NR; ++i)
-    for (int q = 0; q < MR; ++q) __builtin_memcpy(yt + (n0 + i) * MP + t * MT + q * SK_VW, &acc[i][q], sizeof(vf));
+    SK_UNROLL
+    for (int q = 0; q < MR; ++q) vstore(yt + (n0 + i) * MP + t * MT + q * SK_VW, acc[i][q]);
 }
 
 // Block row r against the packed panel, into rows r*bh.. of the transposed panel output yt[Np][MP].

@@ -8,7 +8,7 @@ namespace avx2 {
 
 #if defined(__x86_64__) || defined(__i386__)
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi2,popcnt")
+#pragma GCC target("arch=haswell")  // AVX2+FMA; also Haswell tuning: 256-bit loads not split
 #define SK_VW 8
 #define SK_NR 6
 #define SK_MR 2

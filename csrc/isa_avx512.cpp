@@ -8,7 +8,7 @@ namespace avx512 {
 
 #if defined(__x86_64__) || defined(__i386__)
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi2,popcnt")
+#pragma GCC target("arch=skylake-avx512")  // AVX-512 F/BW/VL/DQ + AVX2/FMA
 #define SK_VW 16
 #define SK_NR 12
 #define SK_MR 2
