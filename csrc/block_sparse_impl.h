@@ -156,10 +156,14 @@ static inline void micro_row(const BsrLinearArgs& a, const float* xp, int64_t r,
   for (int i = 0; i < NR; ++i)
     SK_UNROLL
     for (int q = 0; q < MR; ++q) acc[i][q] = vf{};
-  for (int32_t b = a.row_off[r]; b < a.row_off[r + 1]; ++b) {
+  const int32_t b1 = a.row_off[r + 1];
+  for (int32_t b = a.row_off[r]; b < b1; ++b) {
     const float* B = a.values + ((int64_t)b * bh + n0) * bw;
     const float* X = panel_slice(xp, a.cols[b], t, bw);
+    // the next block's slice lies elsewhere in the panel: fetch it while this one computes
+    const float* Xn = panel_slice(xp, a.cols[b + 1 < b1 ? b + 1 : b], t, bw);
     for (int64_t k = 0; k < bw; ++k) {
+      for (int q = 0; q < MT; q += 16) __builtin_prefetch(Xn + k * MT + q);
       vf xv[MR];
       SK_UNROLL
       for (int q = 0; q < MR; ++q) xv[q] = vload(X + k * MT + q * SK_VW);
