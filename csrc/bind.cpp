@@ -99,7 +99,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   a.small_m = small_m;
   a.nthreads = nthreads;
   const int64_t Kp = s.Kb * s.bw;
-  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + s.Nb * s.bh) * kBsrPanel) + 1);
+  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + s.Nb * s.bh) * kBsrPanel * nthreads) + 1);
   BsrFn fn = bsr_linear_for(current_isa());
   {
     py::gil_scoped_release release;

@@ -17,7 +17,7 @@ struct BsrLinearArgs {
   const int32_t* row_off;  // [Nb + 1]
   const float* bias;       // [N] or nullptr
   float* y;                // [M, N], row-major
-  float* work;             // scratch: M*Kp floats if M <= small_m, else (Kp + Np)*kBsrPanel
+  float* work;             // scratch: M*Kp floats if M <= small_m, else (Kp + Np)*kBsrPanel*nthreads
   int64_t M, N, K;
   int64_t bh, bw, Nb, Kb;
   int64_t small_m;         // M <= small_m takes the memory-bound path

@@ -94,6 +94,23 @@ def test_batched_and_noncontiguous_inputs(device, variant):
 
 
 @pytest.mark.parametrize("variant", [v for d, v in VARIANTS if d == "cpu" and v.startswith("cpu:")])
+@pytest.mark.parametrize("block", [(16, 16), (32, 32), (1, 32), (8, 4)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_large_m_panel_schedules(variant, block, threads):
+    # many activation rows: threads take whole panels, the output goes out in chunks of
+    # block rows (N = 300 is not a multiple of a chunk); few rows: threads share a panel
+    N, K = 300, 70
+    args, b = _make(N, K, block, 0.5, "cpu")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for M in (450, 97):
+            _check(torch.randn(M, K), args, b, N, K, variant)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("variant", [v for d, v in VARIANTS if d == "cpu" and v.startswith("cpu:")])
 def test_dense_fallback_path_is_exact(variant):
     N, K = 64, 64
     args, b = _make(N, K, (16, 16), 0.0, "cpu")
