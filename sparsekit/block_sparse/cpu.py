@@ -69,8 +69,7 @@ def bsr_linear_cpu(x, values, col_indices, row_offsets, bias, out_features: int,
     if x.device.type != "cpu":
         raise ValueError(f"the cpu backend needs CPU tensors, got x on {x.device}")
     N, K = out_features, in_features
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, K).contiguous()
+    x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, K).contiguous()
     M = x2.shape[0]
     nnz, bh, bw = values.shape
     grid = (-(-N // bh), -(-K // bw))
@@ -79,15 +78,20 @@ def bsr_linear_cpu(x, values, col_indices, row_offsets, bias, out_features: int,
         return torch.nn.functional.linear(x, w, None if bias is None else bias.detach())
     out = torch.empty(M, N, dtype=torch.float32)
     C.bsr_linear(
-        x2.detach().numpy(),
-        values.detach().contiguous().numpy(),
-        col_indices.contiguous().numpy(),
-        row_offsets.contiguous().numpy(),
-        None if bias is None else bias.detach().contiguous().numpy(),
+        _np(x2),
+        _np(values.contiguous()),
+        _np(col_indices.contiguous()),
+        _np(row_offsets.contiguous()),
+        None if bias is None else _np(bias.contiguous()),
         out.numpy(),
         N,
         K,
         SMALL_M,
         torch.get_num_threads(),
     )
-    return out.reshape(*lead, N)
+    return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)
+
+
+def _np(t: torch.Tensor):
+    """A NumPy view of a CPU tensor (no copy)."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()

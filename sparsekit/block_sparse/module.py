@@ -7,6 +7,7 @@ from torch import nn
 
 from ..formats import check_format_tensor, format_tensor
 from .format import FORMAT_VERSION, BSRWeight, _pair, grid_shape, validate_bsr
+from .op import bsr_linear_impl, needs_dispatcher
 
 
 class BlockSparseLinear(nn.Module):
@@ -97,9 +98,10 @@ class BlockSparseLinear(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.sparsekit.bsr_linear(
-            x, self.values, self.col_indices, self.row_offsets, self.bias, self.out_features, self.in_features
-        )
+        args = (x, self.values, self.col_indices, self.row_offsets, self.bias, self.out_features, self.in_features)
+        if needs_dispatcher(x, self.values, self.bias):
+            return torch.ops.sparsekit.bsr_linear(*args)
+        return bsr_linear_impl(*args)  # eager inference: the same kernels, without dispatch overhead
 
     # ---------------------------------------------------------------- views
     def bsr(self) -> BSRWeight:
