@@ -74,6 +74,13 @@ def figures(rows: list[dict], outdir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, name: str) -> str:
+        fig.tight_layout()
+        path = os.path.join(outdir, name)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
     made = []
     bsr = [r for r in rows if r["group"].startswith("bsr/") and r["provider"] != r["baseline"]]
     if bsr:
@@ -91,11 +98,7 @@ def figures(rows: list[dict], outdir: str) -> list[str]:
         ax.set_yscale("log")
         ax.legend()
         ax.set_title(f"block-sparse linear — {machine_line(rows)[9:80]}", fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(outdir, "bsr_speedup.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        made.append(path)
+        made.append(save(fig, "bsr_speedup.png"))
     sweep = [r for r in rows if r["group"].startswith("sweep/")]
     if sweep:
         ms = sorted({int(r["info"]["M"]) for r in sweep})
@@ -112,11 +115,7 @@ def figures(rows: list[dict], outdir: str) -> list[str]:
             ax.set_title(f"M = {M}")
             ax.legend(fontsize=7)
         fig.suptitle(f"speedup vs sparsity — {machine_line(rows)[9:90]}", fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(outdir, "sparsity_sweep.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        made.append(path)
+        made.append(save(fig, "sparsity_sweep.png"))
     return made
 
 
