@@ -63,31 +63,53 @@ __attribute__((always_inline)) static inline void transpose8x8(const float* src,
 }
 
 // ---------------------------------------------------------------- small M
-// IR weight rows x MC activation rows of accumulators.
-template <int IR, int MC>
+// Vectors of W floats, for the widths the small-M path picks from by block width.
+template <int W>
+struct Vec;
+#define SK_DEFINE_VEC(W)                                                                        \
+  template <>                                                                                   \
+  struct Vec<W> {                                                                               \
+    typedef float type __attribute__((vector_size(W * 4)));                                     \
+    typedef float unaligned __attribute__((vector_size(W * 4), aligned(4), may_alias));         \
+    static inline type load(const float* p) { return *reinterpret_cast<const unaligned*>(p); } \
+    static inline float sum(type v) {                                                           \
+      float s = 0.f;                                                                            \
+      for (int i = 0; i < W; ++i) s += v[i];                                                    \
+      return s;                                                                                 \
+    }                                                                                           \
+  };
+SK_DEFINE_VEC(4)
+SK_DEFINE_VEC(8)
+SK_DEFINE_VEC(16)
+#undef SK_DEFINE_VEC
+
+// IR weight rows x MC activation rows of accumulators, vectors of W floats along K.
+template <int IR, int MC, int W>
 static void small_rows(const BsrLinearArgs& a, const float* xp, int64_t Kp, int64_t r, int64_t i0, int64_t m0) {
+  typedef Vec<W> V;
+  typedef typename V::type vw;
   const int64_t bw = a.bw, bh = a.bh;
   const int32_t b0 = a.row_off[r], b1 = a.row_off[r + 1];
-  const int64_t kv = bw - bw % SK_VW;
-  vf acc[IR][MC];
+  const int64_t kv = bw - bw % W;
+  vw acc[IR][MC];
   float tail[IR][MC];
   SK_UNROLL
   for (int i = 0; i < IR; ++i)
     SK_UNROLL
     for (int m = 0; m < MC; ++m) {
-      acc[i][m] = vf{};
+      acc[i][m] = vw{};
       tail[i][m] = 0.f;
     }
   for (int32_t b = b0; b < b1; ++b) {
     const float* B = a.values + ((int64_t)b * bh + i0) * bw;
     const float* X = xp + m0 * Kp + (int64_t)a.cols[b] * bw;
-    for (int64_t k = 0; k < kv; k += SK_VW) {
-      vf xv[MC];
+    for (int64_t k = 0; k < kv; k += W) {
+      vw xv[MC];
       SK_UNROLL
-      for (int m = 0; m < MC; ++m) xv[m] = vload(X + m * Kp + k);
+      for (int m = 0; m < MC; ++m) xv[m] = V::load(X + m * Kp + k);
       SK_UNROLL
       for (int i = 0; i < IR; ++i) {
-        vf w = vload(B + i * bw + k);
+        vw w = V::load(B + i * bw + k);
         SK_UNROLL
         for (int m = 0; m < MC; ++m) acc[i][m] += w * xv[m];
       }
@@ -104,29 +126,42 @@ static void small_rows(const BsrLinearArgs& a, const float* xp, int64_t Kp, int6
     if (n >= a.N) break;
     const float bias = a.bias ? a.bias[n] : 0.f;
     SK_UNROLL
-    for (int m = 0; m < MC; ++m) a.y[(m0 + m) * a.N + n] = vsum(acc[i][m]) + tail[i][m] + bias;
+    for (int m = 0; m < MC; ++m) a.y[(m0 + m) * a.N + n] = V::sum(acc[i][m]) + tail[i][m] + bias;
   }
 }
 
-template <int IR>
+template <int IR, int W>
 static void small_rows_all_m(const BsrLinearArgs& a, const float* xp, int64_t Kp, int64_t r, int64_t i0) {
   int64_t m = 0;
-  for (; m + 4 <= a.M; m += 4) small_rows<IR, 4>(a, xp, Kp, r, i0, m);
-  for (; m + 2 <= a.M; m += 2) small_rows<IR, 2>(a, xp, Kp, r, i0, m);
-  for (; m < a.M; ++m) small_rows<IR, 1>(a, xp, Kp, r, i0, m);
+  for (; m + 4 <= a.M; m += 4) small_rows<IR, 4, W>(a, xp, Kp, r, i0, m);
+  for (; m + 2 <= a.M; m += 2) small_rows<IR, 2, W>(a, xp, Kp, r, i0, m);
+  for (; m < a.M; ++m) small_rows<IR, 1, W>(a, xp, Kp, r, i0, m);
 }
 
-// xp: activations padded to Kp columns (zeros past K).
+template <int W>
+static void small_block_row(const BsrLinearArgs& a, const float* xp, int64_t Kp, int64_t r) {
+  const int64_t rows = imin(a.bh, a.N - r * a.bh);
+  int64_t i = 0;
+  if (a.M <= 2)
+    for (; i + 8 <= rows; i += 8) small_rows_all_m<8, W>(a, xp, Kp, r, i);
+  for (; i + 4 <= rows; i += 4) small_rows_all_m<4, W>(a, xp, Kp, r, i);
+  for (; i < rows; ++i) small_rows_all_m<1, W>(a, xp, Kp, r, i);
+}
+
+// xp: activations padded to Kp columns (zeros past K). Vectors as wide as the block
+// width allows (8 x 8 blocks on AVX-512 use 8-float vectors, not a scalar tail), and
+// thin block rows scheduled several at a time so that scheduling does not dominate.
 static void bsr_small_m(const BsrLinearArgs& a, const float* xp, int64_t Kp) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(a.nthreads)
+  const int64_t chunk = a.bh >= 16 ? 1 : 16 / a.bh;
+  const int width = a.bw % SK_VW == 0 ? SK_VW : (SK_VW > 8 && a.bw % 8 == 0) ? 8 : (SK_VW > 4 && a.bw % 4 == 0) ? 4 : SK_VW;
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(a.nthreads)
   for (int64_t r = 0; r < a.Nb; ++r) {
-    const int64_t rows = imin(a.bh, a.N - r * a.bh);
-    int64_t i = 0;
-    if (a.M <= 2) {
-      for (; i + 8 <= rows; i += 8) small_rows_all_m<8>(a, xp, Kp, r, i);
-    }
-    for (; i + 4 <= rows; i += 4) small_rows_all_m<4>(a, xp, Kp, r, i);
-    for (; i < rows; ++i) small_rows_all_m<1>(a, xp, Kp, r, i);
+    if (width == SK_VW)
+      small_block_row<SK_VW>(a, xp, Kp, r);
+    else if (width == 8)
+      small_block_row<(SK_VW > 8 ? 8 : SK_VW)>(a, xp, Kp, r);
+    else
+      small_block_row<4>(a, xp, Kp, r);
   }
 }
 
@@ -279,7 +314,7 @@ static void bsr_large_m(const BsrLinearArgs& a, float* work) {
     {
 #pragma omp for schedule(static)
       for (int64_t c = 0; c < a.Kb; ++c) pack_block_column(a, xp, c, m0, mp);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, bh >= 16 ? 1 : 16 / bh)
       for (int64_t r = 0; r < a.Nb; ++r) block_row_panel(a, xp, yt + r * bh * MP, r, mp);
 #pragma omp for schedule(static)
       for (int64_t j0 = 0; j0 < mp; j0 += 8) store_rows(a, yt, m0, mp, j0, 0, a.N);

@@ -54,8 +54,8 @@ def test_every_backend_is_tested_here():
 
 @pytest.mark.parametrize(
     "device, variant, MNK, block",
-    _cases(AWKWARD_LINEAR_SHAPES, [(16, 16), (32, 32), (1, 32), (8, 4)],
-           small=lambda mnk, block: mnk[0] <= 16 and block != (8, 4)),
+    _cases(AWKWARD_LINEAR_SHAPES, [(16, 16), (32, 32), (1, 32), (8, 4), (3, 8), (5, 12)],
+           small=lambda mnk, block: mnk[0] <= 16 and block in ((16, 16), (32, 32), (1, 32))),
 )
 def test_matches_reference_on_awkward_shapes(device, variant, MNK, block):
     M, N, K = MNK
