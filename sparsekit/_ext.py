@@ -39,6 +39,13 @@ def native():
     return _C
 
 
+def as_numpy(t):
+    """A zero-copy NumPy view of a contiguous CPU tensor, as the native kernels take their
+    buffers (they check dtype, shape and contiguity again before reading)."""
+    t = t.contiguous()
+    return t.detach().numpy() if t.requires_grad else t.numpy()
+
+
 def supported_isas() -> list[str]:
     """CPU instruction sets the kernels can use on this machine, best first."""
     return list(native().supported_isas())

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import torch
 
 from .. import _ext
+from .._ext import as_numpy
 from .op import bsr_linear_kernels
 
 # M at or below which the native kernel streams each weight row once (memory bound).
@@ -48,8 +49,8 @@ def _dense_weight(values, col_indices, row_offsets, N: int, K: int) -> torch.Ten
         _dense_cache.move_to_end(key)
         return hit[1]
     dense = torch.empty(N, K, dtype=torch.float32)
-    _ext.native().bsr_to_dense(values.detach().contiguous().numpy(), col_indices.contiguous().numpy(),
-                               row_offsets.contiguous().numpy(), dense.numpy(), torch.get_num_threads())
+    _ext.native().bsr_to_dense(as_numpy(values), as_numpy(col_indices), as_numpy(row_offsets), dense.numpy(),
+                               torch.get_num_threads())
     if DENSE_CACHE_ENTRIES > 0:
         _dense_cache[key] = (tuple(weakref.ref(t) for t in tensors), dense)
         while len(_dense_cache) > DENSE_CACHE_ENTRIES:
@@ -78,11 +79,11 @@ def bsr_linear_cpu(x, values, col_indices, row_offsets, bias, out_features: int,
         return torch.nn.functional.linear(x, w, None if bias is None else bias.detach())
     out = torch.empty(M, N, dtype=torch.float32)
     C.bsr_linear(
-        _np(x2),
-        _np(values.contiguous()),
-        _np(col_indices.contiguous()),
-        _np(row_offsets.contiguous()),
-        None if bias is None else _np(bias.contiguous()),
+        as_numpy(x2),
+        as_numpy(values),
+        as_numpy(col_indices),
+        as_numpy(row_offsets),
+        None if bias is None else as_numpy(bias),
         out.numpy(),
         N,
         K,
@@ -91,7 +92,3 @@ def bsr_linear_cpu(x, values, col_indices, row_offsets, bias, out_features: int,
     )
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)
 
-
-def _np(t: torch.Tensor):
-    """A NumPy view of a CPU tensor (no copy)."""
-    return t.detach().numpy() if t.requires_grad else t.numpy()
