@@ -130,7 +130,8 @@ def main(argv=None) -> None:
     outdir = args.out or os.path.dirname(os.path.abspath(args.json))
     os.makedirs(outdir, exist_ok=True)
     sections = [("Block-sparse linear vs torch F.linear (fp32)", "bsr/"),
-                ("Speedup vs sparsity: unstructured vs block vs neuron pruning", "sweep/")]
+                ("Speedup vs sparsity: unstructured vs block vs neuron pruning", "sweep/"),
+                ("XNOR-popcount GEMM on packed operands vs torch fp32 matmul", "xnor/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)

@@ -25,6 +25,7 @@ float* scratch(size_t floats) {
 
 BsrFn bsr_linear_for(Isa isa) {
   switch (isa) {
+    case Isa::avx512vp:
     case Isa::avx512: return avx512::bsr_linear;
     case Isa::avx2: return avx2::bsr_linear;
     default: return portable::bsr_linear;
@@ -107,6 +108,43 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   }
 }
 
+using XnorFn = void (*)(const XnorGemmArgs&);
+
+XnorFn xnor_gemm_for(Isa isa) {
+  switch (isa) {
+    case Isa::avx512vp: return avx512vp::xnor_gemm;
+    case Isa::avx512: return avx512::xnor_gemm;
+    case Isa::avx2: return avx2::xnor_gemm;
+    default: return portable::xnor_gemm;
+  }
+}
+
+// a [M, W], b [N, W]: int64 words holding 64 packed signs each (bit 1 = +1); out int32 [M, N].
+void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K, int nthreads) {
+  check_array<int64_t>(a, "a", 2);
+  check_array<int64_t>(b, "b", 2);
+  check_array<int32_t>(out, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  const int64_t M = a.shape(0), N = b.shape(0), W = a.shape(1);
+  SK_CHECK(K >= 0 && (K + 63) / 64 == W, "a and b must hold ceil(K/64) = " << (K + 63) / 64 << " words per row for K=" << K
+                                                                          << ", got " << W);
+  check_dim(b, "b", 1, W);
+  check_dim(out, "out", 0, M);
+  check_dim(out, "out", 1, N);
+  XnorGemmArgs g{};
+  g.a = static_cast<const uint64_t*>(a.data());
+  g.b = static_cast<const uint64_t*>(b.data());
+  g.out = static_cast<int32_t*>(out.mutable_data());
+  g.M = M;
+  g.N = N;
+  g.W = W;
+  g.K = K;
+  g.nthreads = nthreads;
+  XnorFn fn = xnor_gemm_for(current_isa());
+  py::gil_scoped_release release;
+  fn(g);
+}
+
 void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
                      int nthreads) {
   check_array<float>(out, "out", 2, /*writable=*/true);
@@ -134,6 +172,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("bsr_linear", &sk::bsr_linear, py::arg("x"), py::arg("values"), py::arg("col_indices"),
         py::arg("row_offsets"), py::arg("bias"), py::arg("out"), py::arg("N"), py::arg("K"), py::arg("small_m"),
         py::arg("nthreads"), "out[M, N] = x[M, K] @ W.T + bias with W in BSR form.");
+  m.def("xnor_gemm", &sk::xnor_gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("K"), py::arg("nthreads"),
+        "out[M, N] = K - 2 popcount(a[m] ^ b[n]): dot products of bit-packed +-1 rows.");
   m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
         py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

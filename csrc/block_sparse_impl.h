@@ -17,6 +17,8 @@
 // Block rows are scheduled dynamically over the OpenMP threads, so rows with many
 // blocks do not hold the others back.
 
+#include "kernel_util.h"
+
 typedef float vf __attribute__((vector_size(SK_VW * 4)));
 // the same vector, for unaligned access to float arrays
 typedef float vfu __attribute__((vector_size(SK_VW * 4), aligned(4), may_alias));
@@ -31,11 +33,7 @@ static inline float vsum(vf v) {
   for (int i = 0; i < SK_VW; ++i) s += v[i];
   return s;
 }
-static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Loops over register-tile dimensions must be unrolled completely, or the accumulator
-// arrays live in memory (GCC's heuristics stop short for some tile/vector sizes).
-#define SK_UNROLL _Pragma("GCC unroll 32")
 
 // 8 x 8 transpose in registers: dst[c * ds + r] = src[r * ss + c].
 typedef float v8 __attribute__((vector_size(32)));

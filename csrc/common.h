@@ -29,6 +29,8 @@ template <>
 inline const char* dtype_name<float>() { return "float32"; }
 template <>
 inline const char* dtype_name<int32_t>() { return "int32"; }
+template <>
+inline const char* dtype_name<int64_t>() { return "int64"; }
 
 // Checks dtype, rank, C-contiguity (and writability) of a numpy view.
 template <typename T>

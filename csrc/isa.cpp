@@ -26,12 +26,23 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_avx512vp() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512vpopcntdq");
+#else
+  return false;
+#endif
+}
+
+const Isa kAllIsas[] = {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512vp};
+
 Isa initial_isa() {
   const char* env = std::getenv("SPARSEKIT_CPU_ISA");
   Isa best = best_supported_isa();
   if (env == nullptr || env[0] == '\0') return best;
   std::string want(env);
-  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
+  for (Isa isa : kAllIsas) {
     if (want == isa_name(isa)) {
       if (static_cast<int>(isa) > static_cast<int>(best))
         throw std::invalid_argument("SPARSEKIT_CPU_ISA=" + want + " but this CPU supports at most " +
@@ -39,8 +50,8 @@ Isa initial_isa() {
       return isa;
     }
   }
-  throw std::invalid_argument("SPARSEKIT_CPU_ISA must be one of avx512, avx2, portable; got '" + want +
-                              "'");
+  throw std::invalid_argument("SPARSEKIT_CPU_ISA must be one of avx512vp, avx512, avx2, portable; got '" +
+                              want + "'");
 }
 
 Isa g_isa = Isa::portable;
@@ -50,6 +61,7 @@ bool g_isa_ready = false;
 
 std::string isa_name(Isa isa) {
   switch (isa) {
+    case Isa::avx512vp: return "avx512vp";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
     default: return "portable";
@@ -57,6 +69,7 @@ std::string isa_name(Isa isa) {
 }
 
 Isa best_supported_isa() {
+  if (cpu_has_avx512vp()) return Isa::avx512vp;
   if (cpu_has_avx512()) return Isa::avx512;
   if (cpu_has_avx2()) return Isa::avx2;
   return Isa::portable;
@@ -78,7 +91,7 @@ Isa current_isa() {
 
 void set_isa(const std::string& name) {
   Isa best = best_supported_isa();
-  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
+  for (Isa isa : kAllIsas) {
     if (name == isa_name(isa)) {
       if (static_cast<int>(isa) > static_cast<int>(best))
         throw std::invalid_argument("isa '" + name + "' is not supported by this CPU (best: " + isa_name(best) +
@@ -88,7 +101,7 @@ void set_isa(const std::string& name) {
       return;
     }
   }
-  throw std::invalid_argument("isa must be one of avx512, avx2, portable; got '" + name + "'");
+  throw std::invalid_argument("isa must be one of avx512vp, avx512, avx2, portable; got '" + name + "'");
 }
 
 }  // namespace sk

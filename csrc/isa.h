@@ -6,7 +6,9 @@
 
 namespace sk {
 
-enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2 };
+// avx512vp: AVX-512 with VPOPCNTDQ (Ice Lake and later); it runs the avx512 kernels
+// except where a kernel has a VPOPCNTDQ variant.
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512vp = 3 };
 
 std::string isa_name(Isa isa);
 Isa best_supported_isa();
@@ -18,10 +20,14 @@ void set_isa(const std::string& name);  // throws std::invalid_argument
 #define SK_DECLARE_KERNELS(ns) \
   namespace ns {               \
   void bsr_linear(const BsrLinearArgs& a); \
+  void xnor_gemm(const XnorGemmArgs& a);   \
   }
 SK_DECLARE_KERNELS(portable)
 SK_DECLARE_KERNELS(avx2)
 SK_DECLARE_KERNELS(avx512)
 #undef SK_DECLARE_KERNELS
+namespace avx512vp {
+void xnor_gemm(const XnorGemmArgs& a);
+}
 
 }  // namespace sk

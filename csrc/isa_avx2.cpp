@@ -13,12 +13,14 @@ namespace avx2 {
 #define SK_NR 6
 #define SK_MR 2
 #include "block_sparse_impl.h"
+#include "xnor_impl.h"
 #undef SK_VW
 #undef SK_NR
 #undef SK_MR
 #pragma GCC pop_options
 #else
 void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86
+void xnor_gemm(const XnorGemmArgs&) {}
 #endif
 
 }  // namespace avx2

@@ -9,6 +9,7 @@ namespace portable {
 #define SK_NR 6
 #define SK_MR 2
 #include "block_sparse_impl.h"
+#include "xnor_impl.h"
 #undef SK_VW
 #undef SK_NR
 #undef SK_MR

@@ -24,4 +24,14 @@ struct BsrLinearArgs {
   int nthreads;
 };
 
+// out[m, n] = sum_k a[m, k] * b[n, k] for +-1 vectors packed one bit per element
+// (bit 1 = +1) into 64-bit words along K: K - 2 * popcount(a[m] ^ b[n]).
+struct XnorGemmArgs {
+  const uint64_t* a;  // [M, W]
+  const uint64_t* b;  // [N, W]
+  int32_t* out;       // [M, N]
+  int64_t M, N, W, K;
+  int nthreads;
+};
+
 }  // namespace sk

@@ -5,7 +5,7 @@ fails because the native CPU extension is missing; the load error is raised when
 native kernel is first needed.
 """
 
-from . import _ext, backend, block_sparse, nn, pruning
+from . import _ext, backend, binary, block_sparse, nn, pruning
 from .backend import get_backend, set_backend, use_backend
 from .block_sparse import BlockSparseConfig, BSRWeight
 from .config import Config, register_handler
@@ -19,6 +19,7 @@ __all__ = [
     "Config",
     "ConvertReport",
     "backend",
+    "binary",
     "block_sparse",
     "convert",
     "get_backend",

@@ -293,7 +293,7 @@ def _run(code, **env):
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
 def test_env_forces_lower_isa(isa):
     if isa not in _ext.supported_isas():
         pytest.skip(f"this CPU cannot run {isa}")

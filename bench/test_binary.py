@@ -1,0 +1,35 @@
+"""XNOR-popcount GEMM on packed operands vs torch fp32 matmul of the same shape.
+
+Groups ``xnor/...``: K = N = 4096 (1024 in quick mode), one group per M. Providers:
+``torch_fp32`` (F.linear on the +-1 matrices as float32, the baseline) and
+``sparsekit_xnor`` (``torch.ops.sparsekit.xnor_gemm`` on bit-packed operands; packing
+excluded here: the modules' benchmarks will include it). extra_info carries the binary
+multiply-accumulates per second of the median.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from harness import QUICK, measure
+
+from sparsekit.binary import pack_signs
+
+SIZE = 1024 if QUICK else 4096
+MS = [1, 8, 256] if QUICK else [1, 8, 256, 1024]
+
+
+@pytest.mark.parametrize("M", MS)
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_xnor"])
+def test_xnor_gemm(benchmark, M, provider):
+    torch.manual_seed(0)
+    a = torch.randn(M, SIZE).sign()
+    b = torch.randn(SIZE, SIZE).sign()
+    if provider == "torch_fp32":
+        fn = lambda: F.linear(a, b)  # noqa: E731
+    else:
+        pa, pb = pack_signs(a), pack_signs(b)
+        fn = lambda: torch.ops.sparsekit.xnor_gemm(pa, pb, SIZE)  # noqa: E731
+    measure(benchmark, fn, group=f"xnor/cpu/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32", M=M)
+    benchmark.extra_info["binary_macs_per_s"] = f"{M * SIZE * SIZE / benchmark.stats.stats.median:.3e}"

@@ -1,0 +1,80 @@
+// Kernels for AVX-512 with VPOPCNTDQ (Ice Lake and later); isa.cpp selects them at run
+// time only on a CPU that reports avx512vpopcntdq. Only kernels that use VPOPCNTDQ live
+// here; the avx512vp ISA runs the avx512 versions of the others.
+#include "isa_prelude.h"
+
+namespace sk {
+namespace avx512vp {
+
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("arch=skylake-avx512,avx512vpopcntdq")  // AVX-512 + VPOPCNTDQ
+#include "xnor_rows.h"
+
+typedef uint64_t u64x8 __attribute__((vector_size(64)));
+typedef uint64_t u64x8u __attribute__((vector_size(64), aligned(8), may_alias));
+
+static inline u64x8 load8(const uint64_t* p) { return *reinterpret_cast<const u64x8u*>(p); }
+typedef long long i64x8 __attribute__((vector_size(64)));
+// VPOPCNTQ on 8 words (GCC's builtin behind _mm512_popcnt_epi64)
+static inline u64x8 popcnt8(u64x8 v) { return (u64x8)__builtin_ia32_vpopcountq_v8di((i64x8)v); }
+
+// out[m, n] = K - 2 * popcount(a[m] ^ b[n]), 512 bits per instruction: TM x TN tiles of
+// vector accumulators, reduced across lanes once per tile; leftover words (W % 8) scalar.
+template <int TM, int TN>
+static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
+  // full 8-word vectors; the bits past K in the last word are masked off, in the last
+  // vector when it holds that word, else in the scalar tail
+  const int64_t W = g.W, Wv = W - W % 8;
+  const bool mask_last_vector = W % 8 == 0 && g.K % 64 != 0;
+  const int64_t Wloop = mask_last_vector ? Wv - 8 : Wv;
+  const uint64_t* A[TM];
+  const uint64_t* B[TN];
+  xnor_rows<TM, TN>(g, m0, n0, A, B);
+  u64x8 acc[TM][TN];
+  SK_UNROLL
+  for (int i = 0; i < TM; ++i)
+    SK_UNROLL
+    for (int j = 0; j < TN; ++j) acc[i][j] = u64x8{};
+  for (int64_t w = 0; w < Wloop; w += 8) {
+    u64x8 bv[TN];
+    SK_UNROLL
+    for (int j = 0; j < TN; ++j) bv[j] = load8(B[j] + w);
+    SK_UNROLL
+    for (int i = 0; i < TM; ++i) {
+      const u64x8 av = load8(A[i] + w);
+      SK_UNROLL
+      for (int j = 0; j < TN; ++j) acc[i][j] += popcnt8(av ^ bv[j]);
+    }
+  }
+  if (mask_last_vector) {
+    u64x8 mask = ~u64x8{};
+    mask[7] = last_word_mask(g.K);
+    SK_UNROLL
+    for (int i = 0; i < TM; ++i)
+      SK_UNROLL
+      for (int j = 0; j < TN; ++j) acc[i][j] += popcnt8((load8(A[i] + Wloop) ^ load8(B[j] + Wloop)) & mask);
+  }
+  SK_UNROLL
+  for (int i = 0; i < TM; ++i)
+    SK_UNROLL
+    for (int j = 0; j < TN; ++j) {
+      int64_t c = 0;
+      for (int l = 0; l < 8; ++l) c += static_cast<int64_t>(acc[i][j][l]);
+      for (int64_t w = Wv; w < W; ++w)
+        c += __builtin_popcountll((A[i][w] ^ B[j][w]) & (w + 1 < W ? ~uint64_t(0) : last_word_mask(g.K)));
+      g.out[(m0 + i) * g.N + n0 + j] = static_cast<int32_t>(g.K - 2 * c);
+    }
+}
+
+#define SK_XNOR_VECTOR_TILE
+#include "xnor_impl.h"
+#undef SK_XNOR_VECTOR_TILE
+
+#pragma GCC pop_options
+#else
+void xnor_gemm(const XnorGemmArgs&) {}  // never selected off x86
+#endif
+
+}  // namespace avx512vp
+}  // namespace sk

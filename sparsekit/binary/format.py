@@ -1,0 +1,52 @@
+"""Bit-packed sign format for binary (+-1) tensors.
+
+Packing runs along the last dimension K: element ``k`` of a row goes to word ``k // 64``,
+bit ``k % 64`` (least significant bit first). A set bit means +1 (the value was >= 0, so
+sign(0) = +1), a clear bit -1. Words are stored as int64 (the bit pattern of a uint64).
+When K is not a multiple of 64 the last word is padded with zero bits; the XNOR dot product
+``K - 2 * popcount(a ^ b)`` masks the padding bits of the last word, so results equal the
++-1 reference exactly whatever the padding holds.
+"""
+
+from __future__ import annotations
+
+import torch
+
+WORD_BITS = 64
+
+
+def packed_words(K: int) -> int:
+    """Words per packed row of K signs."""
+    return (int(K) + WORD_BITS - 1) // WORD_BITS
+
+
+def _bit_weights(device) -> torch.Tensor:
+    w = torch.ones(WORD_BITS, dtype=torch.int64, device=device) << torch.arange(WORD_BITS, device=device)
+    return w  # bit 63 wraps to the sign bit: the int64 pattern of 1 << 63
+
+
+def pack_signs(x: torch.Tensor) -> torch.Tensor:
+    """``[..., K]`` floats -> ``[..., ceil(K/64)]`` int64 words (bit 1 where x >= 0)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise ValueError(f"x must be a tensor with at least one dimension, got {getattr(x, 'shape', type(x))}")
+    if not (x.is_floating_point() or x.dtype == torch.bool):
+        raise TypeError(f"x must be floating point (or bool), got {x.dtype}")
+    K = x.shape[-1]
+    W = packed_words(K)
+    bits = (x >= 0) if x.dtype != torch.bool else x
+    bits = torch.nn.functional.pad(bits.to(torch.int64), (0, W * WORD_BITS - K))
+    bits = bits.reshape(*x.shape[:-1], W, WORD_BITS)
+    # distinct powers of two never carry, so the int64 sum is the bitwise OR
+    return (bits * _bit_weights(x.device)).sum(dim=-1)
+
+
+def unpack_signs(words: torch.Tensor, K: int, dtype=torch.float32) -> torch.Tensor:
+    """``[..., W]`` int64 words -> ``[..., K]`` of +-1 (padding bits dropped)."""
+    if words.dtype != torch.int64:
+        raise TypeError(f"words must be int64, got {words.dtype}")
+    if words.shape[-1] != packed_words(K):
+        raise ValueError(f"words must have {packed_words(K)} words per row for K={K}, got {words.shape[-1]}")
+    shifts = torch.arange(WORD_BITS, device=words.device)
+    bits = (words.unsqueeze(-1) >> shifts) & 1
+    bits = bits.reshape(*words.shape[:-1], words.shape[-1] * WORD_BITS)[..., :K]
+    return (bits * 2 - 1).to(dtype)
