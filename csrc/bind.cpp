@@ -119,22 +119,54 @@ XnorFn xnor_gemm_for(Isa isa) {
   }
 }
 
-// a [M, W], b [N, W]: int64 words holding 64 packed signs each (bit 1 = +1); out int32 [M, N].
-void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K, int nthreads) {
+using PackFn = void (*)(const PackSignsArgs&);
+
+PackFn pack_signs_for(Isa isa) {
+  switch (isa) {
+    case Isa::avx512vp:
+    case Isa::avx512: return avx512::pack_signs;
+    case Isa::avx2: return avx2::pack_signs;
+    default: return portable::pack_signs;
+  }
+}
+
+// Optional float32 [n] array, or nullptr for None.
+const float* optional_floats(const py::object& obj, const char* name, int64_t n, py::array& keep) {
+  if (obj.is_none()) return nullptr;
+  keep = obj.cast<py::array>();
+  check_array<float>(keep, name, 1);
+  check_dim(keep, name, 0, n);
+  return static_cast<const float*>(keep.data());
+}
+
+// a [M, W], b [N, W]: int64 words holding 64 packed signs each (bit 1 = +1). Writes the
+// dot products into out: int32 [M, N], or float32 [M, N] through the scale/bias epilogue
+// (col_scale required, row_scale and bias optional).
+void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K, int nthreads,
+               const py::object& col_scale, const py::object& row_scale, const py::object& bias) {
   check_array<int64_t>(a, "a", 2);
   check_array<int64_t>(b, "b", 2);
-  check_array<int32_t>(out, "out", 2, /*writable=*/true);
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
   const int64_t M = a.shape(0), N = b.shape(0), W = a.shape(1);
-  SK_CHECK(K >= 0 && (K + 63) / 64 == W, "a and b must hold ceil(K/64) = " << (K + 63) / 64 << " words per row for K=" << K
-                                                                          << ", got " << W);
+  SK_CHECK(K >= 0 && (K + 63) / 64 == W,
+           "a and b must hold ceil(K/64) = " << (K + 63) / 64 << " words per row for K=" << K << ", got " << W);
   check_dim(b, "b", 1, W);
+  XnorGemmArgs g{};
+  py::array keep_c, keep_r, keep_b;
+  if (col_scale.is_none()) {
+    check_array<int32_t>(out, "out", 2, /*writable=*/true);
+    g.out = static_cast<int32_t*>(out.mutable_data());
+  } else {
+    check_array<float>(out, "out", 2, /*writable=*/true);
+    g.out_f = static_cast<float*>(out.mutable_data());
+    g.col_scale = optional_floats(col_scale, "col_scale", N, keep_c);
+    g.row_scale = optional_floats(row_scale, "row_scale", M, keep_r);
+    g.bias = optional_floats(bias, "bias", N, keep_b);
+  }
   check_dim(out, "out", 0, M);
   check_dim(out, "out", 1, N);
-  XnorGemmArgs g{};
   g.a = static_cast<const uint64_t*>(a.data());
   g.b = static_cast<const uint64_t*>(b.data());
-  g.out = static_cast<int32_t*>(out.mutable_data());
   g.M = M;
   g.N = N;
   g.W = W;
@@ -143,6 +175,33 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
   XnorFn fn = xnor_gemm_for(current_isa());
   py::gil_scoped_release release;
   fn(g);
+}
+
+// x float32 [R, K] -> out int64 [R, ceil(K/64)]; scale float32 [R] (mean |x| per row) or None.
+void pack_signs(const py::array& x, py::array& out, const py::object& scale, int nthreads) {
+  check_array<float>(x, "x", 2);
+  check_array<int64_t>(out, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  const int64_t R = x.shape(0), K = x.shape(1), W = (K + 63) / 64;
+  check_dim(out, "out", 0, R);
+  check_dim(out, "out", 1, W);
+  PackSignsArgs p{};
+  py::array keep;
+  if (!scale.is_none()) {
+    keep = scale.cast<py::array>();
+    check_array<float>(keep, "scale", 1, /*writable=*/true);
+    check_dim(keep, "scale", 0, R);
+    p.scale = static_cast<float*>(keep.mutable_data());
+  }
+  p.x = static_cast<const float*>(x.data());
+  p.out = static_cast<uint64_t*>(out.mutable_data());
+  p.R = R;
+  p.K = K;
+  p.W = W;
+  p.nthreads = nthreads;
+  PackFn fn = pack_signs_for(current_isa());
+  py::gil_scoped_release release;
+  fn(p);
 }
 
 void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
@@ -173,7 +232,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("row_offsets"), py::arg("bias"), py::arg("out"), py::arg("N"), py::arg("K"), py::arg("small_m"),
         py::arg("nthreads"), "out[M, N] = x[M, K] @ W.T + bias with W in BSR form.");
   m.def("xnor_gemm", &sk::xnor_gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("K"), py::arg("nthreads"),
-        "out[M, N] = K - 2 popcount(a[m] ^ b[n]): dot products of bit-packed +-1 rows.");
+        py::arg("col_scale") = py::none(), py::arg("row_scale") = py::none(), py::arg("bias") = py::none(),
+        "out[M, N] = K - 2 popcount(a[m] ^ b[n]): dot products of bit-packed +-1 rows (int32), or\n"
+        "with col_scale, dot * col_scale[n] * row_scale[m] + bias[n] (float32).");
+  m.def("pack_signs", &sk::pack_signs, py::arg("x"), py::arg("out"), py::arg("scale"), py::arg("nthreads"),
+        "out = signs of x packed 64 per int64 word (bit 1 where x >= 0); scale[r] = mean |x[r]|.");
   m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
         py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

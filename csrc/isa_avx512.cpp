@@ -21,6 +21,7 @@ namespace avx512 {
 #else
 void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86
 void xnor_gemm(const XnorGemmArgs&) {}
+void pack_signs(const PackSignsArgs&) {}
 #endif
 
 }  // namespace avx512

@@ -63,12 +63,14 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
       for (int l = 0; l < 8; ++l) c += static_cast<int64_t>(acc[i][j][l]);
       for (int64_t w = Wv; w < W; ++w)
         c += __builtin_popcountll((A[i][w] ^ B[j][w]) & (w + 1 < W ? ~uint64_t(0) : last_word_mask(g.K)));
-      g.out[(m0 + i) * g.N + n0 + j] = static_cast<int32_t>(g.K - 2 * c);
+      xnor_store(g, m0 + i, n0 + j, g.K - 2 * c);
     }
 }
 
 #define SK_XNOR_VECTOR_TILE
+#define SK_VW 16
 #include "xnor_impl.h"
+#undef SK_VW
 #undef SK_XNOR_VECTOR_TILE
 
 #pragma GCC pop_options

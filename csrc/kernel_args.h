@@ -26,11 +26,27 @@ struct BsrLinearArgs {
 
 // out[m, n] = sum_k a[m, k] * b[n, k] for +-1 vectors packed one bit per element
 // (bit 1 = +1) into 64-bit words along K: K - 2 * popcount(a[m] ^ b[n]).
+// With out_f set, the result goes out as float with a fused epilogue instead:
+// out_f[m, n] = dot * col_scale[n] * (row_scale ? row_scale[m] : 1) + (bias ? bias[n] : 0).
 struct XnorGemmArgs {
   const uint64_t* a;  // [M, W]
   const uint64_t* b;  // [N, W]
-  int32_t* out;       // [M, N]
+  int32_t* out;       // [M, N], or nullptr when out_f is set
   int64_t M, N, W, K;
+  int nthreads;
+  float* out_f;
+  const float* col_scale;  // [N]
+  const float* row_scale;  // [M] or nullptr
+  const float* bias;       // [N] or nullptr
+};
+
+// out[r, :] = the signs of x[r, :] packed 64 per word (bit 1 where x >= 0, zero padding);
+// with scale set, scale[r] = mean |x[r, :]| (the XNOR-Net activation scale).
+struct PackSignsArgs {
+  const float* x;  // [R, K]
+  uint64_t* out;   // [R, W]
+  float* scale;    // [R] or nullptr
+  int64_t R, K, W;
   int nthreads;
 };
 

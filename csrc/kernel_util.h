@@ -12,3 +12,14 @@ static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline uint64_t last_word_mask(int64_t K) {
   return K % 64 == 0 ? ~uint64_t(0) : (uint64_t(1) << (K % 64)) - 1;
 }
+
+// Stores one XNOR dot product: int32, or float through the fused scale/bias epilogue.
+static inline void xnor_store(const XnorGemmArgs& g, int64_t m, int64_t n, int64_t dot) {
+  if (g.out_f == nullptr) {
+    g.out[m * g.N + n] = static_cast<int32_t>(dot);
+    return;
+  }
+  float v = static_cast<float>(dot) * g.col_scale[n];
+  if (g.row_scale) v *= g.row_scale[m];
+  g.out_f[m * g.N + n] = v + (g.bias ? g.bias[n] : 0.f);
+}

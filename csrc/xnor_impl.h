@@ -35,7 +35,7 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
   SK_UNROLL
   for (int i = 0; i < TM; ++i)
     SK_UNROLL
-    for (int j = 0; j < TN; ++j) g.out[(m0 + i) * g.N + n0 + j] = static_cast<int32_t>(g.K - 2 * acc[i][j]);
+    for (int j = 0; j < TN; ++j) xnor_store(g, m0 + i, n0 + j, g.K - 2 * acc[i][j]);
 }
 #endif
 
@@ -60,4 +60,61 @@ void xnor_gemm(const XnorGemmArgs& g) {
       else
         for (int64_t m = m0; m < g.M; ++m) xnor_row_tile<1>(g, m, n0, n1);
     }
+}
+
+// Bit b of the result = (x[b] >= 0) for 64 floats: compare-to-mask on AVX-512, compare and
+// movemask on AVX2, scalar otherwise (NaN packs as -1 everywhere).
+static inline uint64_t sign_bits64(const float* x) {
+#if SK_VW == 16  // the ISA files set SK_VW; GCC does not define __AVX512F__ for target pragmas in C++
+  typedef float f16 __attribute__((vector_size(64)));
+  typedef float f16u __attribute__((vector_size(64), aligned(4), may_alias));
+  uint64_t bits = 0;
+  SK_UNROLL
+  for (int c = 0; c < 4; ++c) {
+    const f16 v = *reinterpret_cast<const f16u*>(x + 16 * c);
+    const uint64_t m = __builtin_ia32_cmpps512_mask(v, f16{}, 0x1d /* _CMP_GE_OQ */, 0xffff, 4);
+    bits |= m << (16 * c);
+  }
+  return bits;
+#elif SK_VW == 8
+  typedef float f8 __attribute__((vector_size(32)));
+  typedef float f8u __attribute__((vector_size(32), aligned(4), may_alias));
+  typedef int i8 __attribute__((vector_size(32)));
+  uint64_t bits = 0;
+  SK_UNROLL
+  for (int c = 0; c < 8; ++c) {
+    const f8 v = *reinterpret_cast<const f8u*>(x + 8 * c);
+    const i8 ge = v >= f8{};
+    bits |= static_cast<uint64_t>(__builtin_ia32_movmskps256(reinterpret_cast<const f8&>(ge))) << (8 * c);
+  }
+  return bits;
+#else
+  uint64_t bits = 0;
+  for (int b = 0; b < 64; ++b) bits |= static_cast<uint64_t>(x[b] >= 0.f) << b;
+  return bits;
+#endif
+}
+
+// Packs rows of x into sign words; rows split over threads.
+void pack_signs(const PackSignsArgs& p) {
+#pragma omp parallel for schedule(static) num_threads(p.nthreads)
+  for (int64_t r = 0; r < p.R; ++r) {
+    const float* x = p.x + r * p.K;
+    uint64_t* out = p.out + r * p.W;
+    float asum = 0.f;
+    for (int64_t w = 0; w < p.W; ++w) {
+      const int64_t k0 = w * 64, n = imin(64, p.K - k0);
+      uint64_t bits = 0;
+      if (n == 64) {
+        bits = sign_bits64(x + k0);
+      } else {
+        for (int64_t b = 0; b < n; ++b) bits |= static_cast<uint64_t>(x[k0 + b] >= 0.f) << b;
+      }
+      out[w] = bits;
+    }
+    if (p.scale) {
+      for (int64_t k = 0; k < p.K; ++k) asum += x[k] < 0.f ? -x[k] : x[k];
+      p.scale[r] = p.K > 0 ? asum / static_cast<float>(p.K) : 0.f;
+    }
+  }
 }
