@@ -131,7 +131,8 @@ def main(argv=None) -> None:
     os.makedirs(outdir, exist_ok=True)
     sections = [("Block-sparse linear vs torch F.linear (fp32)", "bsr/"),
                 ("Speedup vs sparsity: unstructured vs block vs neuron pruning", "sweep/"),
-                ("XNOR-popcount GEMM on packed operands vs torch fp32 matmul", "xnor/")]
+                ("XNOR-popcount GEMM on packed operands vs torch fp32 matmul", "xnor/"),
+                ("BinaryLinear (XNOR-Net; x packed inside) vs nn.Linear fp32", "binary_linear/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)

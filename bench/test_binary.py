@@ -1,4 +1,5 @@
-"""XNOR-popcount GEMM on packed operands vs torch fp32 matmul of the same shape.
+"""Binary kernels vs torch fp32: the XNOR-popcount GEMM on packed operands, and the
+XNOR-Net BinaryLinear module (groups ``binary_linear/...``) with the packing of x included.
 
 Groups ``xnor/...``: K = N = 4096 (1024 in quick mode), one group per M. Providers:
 ``torch_fp32`` (F.linear on the +-1 matrices as float32, the baseline) and
@@ -33,3 +34,19 @@ def test_xnor_gemm(benchmark, M, provider):
         fn = lambda: torch.ops.sparsekit.xnor_gemm(pa, pb, SIZE)  # noqa: E731
     measure(benchmark, fn, group=f"xnor/cpu/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32", M=M)
     benchmark.extra_info["binary_macs_per_s"] = f"{M * SIZE * SIZE / benchmark.stats.stats.median:.3e}"
+
+
+@pytest.mark.parametrize("M", MS)
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_binary_linear"])
+def test_binary_linear(benchmark, M, provider):
+    """XNOR-Net BinaryLinear (float input, packing of x included, float output) vs nn.Linear."""
+    from torch import nn
+
+    from sparsekit.nn import BinaryLinear
+
+    torch.manual_seed(0)
+    lin = nn.Linear(SIZE, SIZE)
+    x = torch.randn(M, SIZE)
+    mod = lin if provider == "torch_fp32" else BinaryLinear.from_dense(lin)
+    measure(benchmark, lambda: mod(x), group=f"binary_linear/cpu/K=N={SIZE}/M={M}", provider=provider,
+            baseline="torch_fp32", M=M)

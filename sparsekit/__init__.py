@@ -7,6 +7,7 @@ native kernel is first needed.
 
 from . import _ext, backend, binary, block_sparse, nn, pruning
 from .backend import get_backend, set_backend, use_backend
+from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
 from .config import Config, register_handler
 from .convert import ConvertReport, convert
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BSRWeight",
+    "BinaryConfig",
     "BlockSparseConfig",
     "Config",
     "ConvertReport",

@@ -1,12 +1,21 @@
-"""Binary (+-1) networks: bit-packed signs and the XNOR-popcount GEMM."""
+"""Binary (+-1) networks: bit-packed signs, the XNOR-popcount GEMM, XNOR-Net linear layers."""
 
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from .format import WORD_BITS, pack_signs, packed_words, unpack_signs
-from .op import xnor_gemm, xnor_gemm_kernels
-from .reference import xnor_gemm_reference
+from .config import BinaryConfig
+from .module import BinaryLinear, SignSTE
+from .op import binary_linear, binary_linear_kernels, xnor_gemm, xnor_gemm_kernels
+from .reference import binary_linear_reference, sign_pm1, xnor_gemm_reference
 
 __all__ = [
+    "BinaryConfig",
+    "BinaryLinear",
+    "SignSTE",
     "WORD_BITS",
+    "binary_linear",
+    "binary_linear_kernels",
+    "binary_linear_reference",
+    "sign_pm1",
     "pack_signs",
     "packed_words",
     "unpack_signs",

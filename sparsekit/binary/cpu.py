@@ -1,5 +1,7 @@
-"""CPU kernel for ``sparsekit::xnor_gemm``: the native ``_C.xnor_gemm`` (VPOPCNTDQ on
-AVX-512 CPUs that have it, hardware POPCNT on AVX2/AVX-512, portable otherwise)."""
+"""CPU kernels for the binary ops: the native ``_C.xnor_gemm`` (VPOPCNTDQ on AVX-512 CPUs
+that have it, hardware POPCNT on AVX2/AVX-512, portable otherwise) and, for
+``binary_linear``, the native sign packing of x followed by the XNOR GEMM with its fused
+float epilogue (weight scale, activation scale, bias)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from .op import xnor_gemm_kernels
+from .format import packed_words
+from .op import binary_linear_kernels, xnor_gemm_kernels
 
 
 @xnor_gemm_kernels.register("cpu", ("cpu",), available=_ext.available)
@@ -18,3 +21,25 @@ def xnor_gemm_cpu(a, b, K: int):
     out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
     C.xnor_gemm(as_numpy(a), as_numpy(b), out.numpy(), K, torch.get_num_threads())
     return out
+
+
+def _is_fp32(x, *rest) -> bool:
+    return x.dtype == torch.float32
+
+
+@binary_linear_kernels.register("cpu", ("cpu",), available=_ext.available, supports=_is_fp32)
+def binary_linear_cpu(x, weight_packed, weight_scale, bias, in_features: int, input_scale: bool):
+    C = _ext.native()
+    if x.dtype != torch.float32:
+        raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
+    K, N = in_features, weight_packed.shape[0]
+    x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, K).contiguous()
+    M = x2.shape[0]
+    nthreads = torch.get_num_threads()
+    xp = torch.empty(M, packed_words(K), dtype=torch.int64)
+    scale = torch.empty(M, dtype=torch.float32) if input_scale else None
+    C.pack_signs(as_numpy(x2), xp.numpy(), None if scale is None else scale.numpy(), nthreads)
+    out = torch.empty(M, N, dtype=torch.float32)
+    C.xnor_gemm(xp.numpy(), as_numpy(weight_packed), out.numpy(), K, nthreads, as_numpy(weight_scale),
+                None if scale is None else scale.numpy(), None if bias is None else as_numpy(bias))
+    return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)

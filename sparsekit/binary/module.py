@@ -1,0 +1,129 @@
+"""``BinaryLinear``: XNOR-Net linear layer on bit-packed weights (a drop-in ``nn.Linear``).
+
+Frozen (the default after :meth:`BinaryLinear.from_dense`), the layer keeps one bit per
+weight (``weight_packed``, 64 signs per int64 word) and one float per output channel
+(``weight_scale`` = mean |W| of that row, XNOR-Net's alpha); the input is binarized and
+packed on the fly and the product runs as XNOR-popcount. With ``input_scale=True`` each
+output row is also multiplied by mean |x| of its input row (XNOR-Net's beta).
+
+Trainable (``from_dense(..., trainable=True)``), the layer keeps a latent float weight and
+in training mode runs the same function in float with a clipped straight-through
+estimator: sign() forward, gradient passed where |value| <= 1. Switching to eval mode (or
+calling :meth:`freeze`) packs the latent weight, so a model is trained binary and then
+runs on packed weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..formats import check_format_tensor, format_tensor
+from .format import pack_signs, packed_words, unpack_signs
+from .reference import sign_pm1
+
+FORMAT_VERSION = 1
+
+
+class SignSTE(torch.autograd.Function):
+    """sign(x) (sign(0) = +1) forward; clipped straight-through gradient (|x| <= 1) backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return sign_pm1(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+class BinaryLinear(nn.Module):
+    FORMAT_KIND = "binary_linear"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, input_scale: bool = False,
+                 trainable: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.input_scale = bool(input_scale)
+        factory = dict(device=device, dtype=dtype)
+        self.register_buffer("weight_packed", torch.zeros(self.out_features, packed_words(self.in_features),
+                                                          dtype=torch.int64, device=device))
+        self.register_buffer("weight_scale", torch.ones(self.out_features, **factory))
+        self.register_buffer("format", format_tensor(self._format_fields(), device=device))
+        self.bias = nn.Parameter(torch.zeros(self.out_features, **factory)) if bias else None
+        self.latent_weight = (nn.Parameter(torch.zeros(self.out_features, self.in_features, **factory))
+                              if trainable else None)
+
+    def _format_fields(self) -> list[int]:
+        return [FORMAT_VERSION, self.out_features, self.in_features, int(self.input_scale)]
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, input_scale: bool = False, trainable: bool = False) -> "BinaryLinear":
+        """XNOR-Net layer from a dense one: sign(W) packed, alpha = mean |W| per output channel."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight.detach()
+        mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, input_scale=input_scale,
+                  trainable=trainable, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            if trainable:
+                mod.latent_weight.copy_(w)
+            mod._pack(w)
+            if linear.bias is not None:
+                mod.bias.copy_(linear.bias)
+        return mod
+
+    @torch.no_grad()
+    def _pack(self, w: torch.Tensor) -> None:
+        self.weight_packed.copy_(pack_signs(w))
+        self.weight_scale.copy_(w.abs().mean(dim=1))
+
+    @torch.no_grad()
+    def freeze(self) -> "BinaryLinear":
+        """Packs the latent weight and drops it: the layer becomes inference-only."""
+        if self.latent_weight is not None:
+            self._pack(self.latent_weight)
+            self.latent_weight = None
+        return self
+
+    def train(self, mode: bool = True):
+        if not mode and self.latent_weight is not None:
+            self._pack(self.latent_weight)  # eval runs the packed kernel on the current weights
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.latent_weight is not None and self.training:
+            w = self.latent_weight
+            wb = SignSTE.apply(w) * w.abs().mean(dim=1, keepdim=True)
+            y = nn.functional.linear(SignSTE.apply(x), wb)
+            if self.input_scale:
+                y = y * x.abs().mean(dim=-1, keepdim=True)
+            return y if self.bias is None else y + self.bias
+        return torch.ops.sparsekit.binary_linear(x, self.weight_packed, self.weight_scale, self.bias,
+                                                 self.in_features, self.input_scale)
+
+    def weight_signs(self) -> torch.Tensor:
+        return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed weight, its scales and the bias (the latent weight not counted)."""
+        ts = [self.weight_packed, self.weight_scale] + ([self.bias] if self.bias is not None else [])
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"input_scale={self.input_scale}, bias={self.bias is not None}, "
+                f"trainable={self.latent_weight is not None}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "format"
+        if key in state_dict:
+            check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
+                                ["version", "out_features", "in_features", "input_scale"],
+                                where=prefix or type(self).__name__)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)

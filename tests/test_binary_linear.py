@@ -1,0 +1,144 @@
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekit
+from sparsekit.binary import BinaryConfig, SignSTE, binary_linear_kernels, binary_linear_reference, pack_signs, sign_pm1
+from sparsekit.nn import BinaryLinear
+from sparsekit.testing import devices, kernel_variants, run_variant
+
+VARIANTS = [(d, v) for d in devices() for v in kernel_variants(binary_linear_kernels, d) if v != "reference"]
+
+
+def _expected(x, lin, input_scale):
+    """XNOR-Net in float64 from the dense layer: sign(x) sign(W)^T * mean|W_n| (* mean|x_m|) + b."""
+    w = lin.weight.detach().double()
+    y = sign_pm1(x.double()) @ sign_pm1(w).T * w.abs().mean(dim=1)
+    if input_scale:
+        y = y * x.double().abs().mean(dim=-1, keepdim=True)
+    return y + lin.bias.detach().double() if lin.bias is not None else y
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("K", [1, 63, 64, 65, 1000])
+@pytest.mark.parametrize("M", [0, 1, 5])
+@pytest.mark.parametrize("input_scale", [False, True])
+def test_matches_xnor_net_reference(device, variant, K, M, input_scale):
+    lin = nn.Linear(K, 37).to(device)
+    mod = BinaryLinear.from_dense(lin, input_scale=input_scale)
+    x = torch.randn(M, K, device=device)
+    with run_variant(variant), torch.no_grad():
+        y = mod(x)
+    assert y.shape == (M, 37) and y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), _expected(x, lin, input_scale), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+def test_batched_noncontiguous_and_zero_inputs(device, variant):
+    lin = nn.Linear(130, 20, bias=False).to(device)
+    mod = BinaryLinear.from_dense(lin)
+    x = torch.randn(2, 3, 260, device=device)[..., ::2]
+    x[0, 0, :7] = 0.0  # sign(0) = +1, as packed
+    with run_variant(variant), torch.no_grad():
+        y = mod(x)
+    torch.testing.assert_close(y.double(), _expected(x, lin, False), rtol=1e-5, atol=1e-4)
+
+
+def test_reference_op_and_opcheck():
+    K, N = 100, 30
+    w = torch.randn(N, K)
+    args = (torch.randn(4, K), pack_signs(w), w.abs().mean(1), torch.randn(N), K, True)
+    for device in devices():
+        dev = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        torch.library.opcheck(torch.ops.sparsekit.binary_linear.default, dev)
+    with sparsekit.use_backend("reference"):
+        torch.testing.assert_close(torch.ops.sparsekit.binary_linear(*args), binary_linear_reference(*args))
+
+
+def test_weights_take_one_bit():
+    mod = BinaryLinear.from_dense(nn.Linear(4096, 512))
+    fp32_weight_bytes = 4096 * 512 * 4
+    assert mod.weight_packed.numel() * mod.weight_packed.element_size() * 32 == fp32_weight_bytes
+    assert mod.nbytes == fp32_weight_bytes // 32 + 512 * 4 + 512 * 4  # + scales + bias
+
+
+def test_state_dict_round_trip_meta_and_mismatch():
+    mod = BinaryLinear.from_dense(nn.Linear(70, 9), input_scale=True)
+    sd = mod.state_dict()
+    assert set(sd) == {"weight_packed", "weight_scale", "format", "bias"}
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    with torch.device("meta"):
+        fresh = BinaryLinear(70, 9, input_scale=True)
+    fresh.load_state_dict(torch.load(buf, weights_only=True), assign=True)
+    x = torch.randn(3, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="input_scale=1 \\(module has 0\\)"):
+        BinaryLinear(70, 9, input_scale=False).load_state_dict(sd)
+    bad = dict(sd, format=sd["format"].clone())
+    bad["format"][0] = 7
+    with pytest.raises(ValueError, match="format version 7"):
+        BinaryLinear(70, 9, input_scale=True).load_state_dict(bad)
+    with pytest.raises(RuntimeError, match="weight_packed"):
+        BinaryLinear(70, 9, input_scale=True).load_state_dict(dict(sd, weight_packed=torch.zeros(9, 1, dtype=torch.int64)))
+
+
+def test_compile_and_export():
+    model = nn.Sequential(BinaryLinear.from_dense(nn.Linear(70, 40)), nn.ReLU(), nn.Linear(40, 5))
+    x = torch.randn(3, 70)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), expected)
+    ep = torch.export.export(model, (x,))
+    assert any("sparsekit.binary_linear" in str(n.target) for n in ep.graph.nodes)
+    torch.testing.assert_close(ep.module()(x), expected)
+
+
+def test_straight_through_training_then_frozen_inference():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 4)
+    mod = BinaryLinear.from_dense(lin, trainable=True)
+    x = torch.randn(256, 64)
+    target = torch.randn(256, 4)
+    opt = torch.optim.Adam(mod.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(mod(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    # the clipped straight-through estimator: sign() forward, gradient only where |t| <= 1
+    t = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0], requires_grad=True)
+    s = SignSTE.apply(t)
+    assert s.tolist() == [-1, -1, -1, 1, 1, 1, 1]
+    s.backward(torch.full_like(t, 2.0))
+    assert t.grad.tolist() == [0, 2, 2, 2, 2, 2, 0]
+    mod.train()
+    with torch.no_grad():
+        trained = mod(x)
+    mod.eval()  # packs the latent weight
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), trained, rtol=1e-4, atol=1e-4)
+    mod.freeze()
+    assert mod.latent_weight is None and "latent_weight" not in mod.state_dict()
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), trained, rtol=1e-4, atol=1e-4)
+
+
+def test_convert_and_bad_input():
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    report = sparsekit.convert(model, BinaryConfig(), filter_fn=lambda m, name: name == "0")
+    assert [layer.name for layer in report.layers] == ["0"] and isinstance(model[0], BinaryLinear)
+    with pytest.raises(ValueError, match=r"x must have shape \[\.\.\., 64\]"):
+        model[0](torch.randn(2, 65))
+    with pytest.raises(TypeError, match="nn.Linear"):
+        BinaryLinear.from_dense(nn.Conv2d(1, 1, 1))
+    with pytest.raises(TypeError, match="weight_scale must have dtype float64"):
+        torch.ops.sparsekit.binary_linear(torch.randn(2, 64, dtype=torch.float64), model[0].weight_packed,
+                                          model[0].weight_scale, None, 64, False)
