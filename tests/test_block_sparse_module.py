@@ -183,7 +183,7 @@ def test_bsr_weight_module_round_trip():
 
 
 def test_eager_inference_path_matches_the_registered_op():
-    from sparsekit.block_sparse.op import needs_dispatcher
+    from sparsekit.backend import needs_dispatcher
 
     mod = BlockSparseLinear.from_dense(_linear(), block_size=16, sparsity=0.5)
     x = torch.randn(2, 3, 70)

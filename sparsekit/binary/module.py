@@ -18,8 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..backend import needs_dispatcher
 from ..formats import check_format_tensor, format_tensor
 from .format import pack_signs, packed_words, unpack_signs
+from .op import binary_linear_impl
 from .reference import sign_pm1
 
 FORMAT_VERSION = 1
@@ -101,8 +103,10 @@ class BinaryLinear(nn.Module):
             if self.input_scale:
                 y = y * x.abs().mean(dim=-1, keepdim=True)
             return y if self.bias is None else y + self.bias
-        return torch.ops.sparsekit.binary_linear(x, self.weight_packed, self.weight_scale, self.bias,
-                                                 self.in_features, self.input_scale)
+        args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_features, self.input_scale)
+        if needs_dispatcher(x, self.bias):
+            return torch.ops.sparsekit.binary_linear(*args)
+        return binary_linear_impl(*args)  # eager inference: the same kernels, without dispatch overhead
 
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)

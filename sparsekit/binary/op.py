@@ -60,15 +60,20 @@ def check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features) 
         check_shape("bias", bias, (N,))
 
 
+def binary_linear_impl(x, weight_packed, weight_scale, bias, in_features: int, input_scale: bool):
+    """What the op runs: argument checks, then the kernel the backend switch picks."""
+    check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features)
+    return binary_linear_kernels.dispatch(
+        x.device.type, x, weight_packed, weight_scale, bias, in_features, input_scale
+    )
+
+
 @torch.library.custom_op("sparsekit::binary_linear", mutates_args=())
 def binary_linear(
     x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Optional[Tensor], in_features: int, input_scale: bool
 ) -> Tensor:
     """XNOR-Net linear on packed weight signs: binarizes (and packs) x inside."""
-    check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features)
-    return binary_linear_kernels.dispatch(
-        x.device.type, x, weight_packed, weight_scale, bias, in_features, input_scale
-    )
+    return binary_linear_impl(x, weight_packed, weight_scale, bias, in_features, input_scale)
 
 
 @binary_linear.register_fake

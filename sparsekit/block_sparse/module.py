@@ -7,7 +7,8 @@ from torch import nn
 
 from ..formats import check_format_tensor, format_tensor
 from .format import FORMAT_VERSION, BSRWeight, _pair, grid_shape, validate_bsr
-from .op import bsr_linear_impl, needs_dispatcher
+from ..backend import needs_dispatcher
+from .op import bsr_linear_impl
 
 
 class BlockSparseLinear(nn.Module):

@@ -53,17 +53,6 @@ def bsr_linear_impl(x, values, col_indices, row_offsets, bias, out_features: int
     )
 
 
-def needs_dispatcher(x, values, bias) -> bool:
-    """Whether a call must go through ``torch.ops.sparsekit.bsr_linear`` (autograd, tracing,
-    tensor subclasses) rather than straight to :func:`bsr_linear_impl`. Calling the op costs
-    about 15 us of dispatch in eager mode, more than the whole product on a small layer."""
-    if type(x) is not torch.Tensor or torch.compiler.is_compiling():
-        return True
-    return torch.is_grad_enabled() and (
-        x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad)
-    )
-
-
 @torch.library.custom_op("sparsekit::bsr_linear", mutates_args=())
 def bsr_linear(
     x: Tensor,
