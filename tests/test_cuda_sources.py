@@ -1,0 +1,22 @@
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sparsekit._nvrtc import CUDA_DIR
+
+SOURCES = sorted(Path(CUDA_DIR).glob("*.cu"))
+
+
+def test_cuda_sources_are_shipped():
+    assert [p.name for p in SOURCES] == ["xnor.cu"]
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_cuda_source_compiles_with_nvcc(source, arch, tmp_path):
+    r = subprocess.run(["nvcc", "-std=c++17", f"-arch={arch}", "-c", str(source), "-o", str(tmp_path / "k.o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
