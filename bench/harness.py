@@ -16,6 +16,10 @@ import torch
 
 QUICK = os.environ.get("SPARSEKIT_BENCH_QUICK") == "1"
 THREADS = int(os.environ.get("SPARSEKIT_BENCH_THREADS", "2"))
+# devices every suite runs on: the CPU, and CUDA where present; SPARSEKIT_BENCH_DEVICE picks
+# (e.g. "cuda" in bench/gpu_check.sh)
+DEVICES = (os.environ.get("SPARSEKIT_BENCH_DEVICE", "").split(",") if os.environ.get("SPARSEKIT_BENCH_DEVICE")
+           else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
 
 @functools.lru_cache(None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import QUICK, measure
+from harness import DEVICES, QUICK, measure
 
 from sparsekit.binary import pack_signs
 
@@ -21,21 +21,24 @@ SIZE = 1024 if QUICK else 4096
 MS = [1, 8, 256] if QUICK else [1, 8, 256, 1024]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M", MS)
 @pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_xnor"])
-def test_xnor_gemm(benchmark, M, provider):
+def test_xnor_gemm(benchmark, device, M, provider):
     torch.manual_seed(0)
-    a = torch.randn(M, SIZE).sign()
-    b = torch.randn(SIZE, SIZE).sign()
+    a = torch.randn(M, SIZE, device=device).sign()
+    b = torch.randn(SIZE, SIZE, device=device).sign()
     if provider == "torch_fp32":
         fn = lambda: F.linear(a, b)  # noqa: E731
     else:
         pa, pb = pack_signs(a), pack_signs(b)
         fn = lambda: torch.ops.sparsekit.xnor_gemm(pa, pb, SIZE)  # noqa: E731
-    measure(benchmark, fn, group=f"xnor/cpu/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32", M=M)
+    measure(benchmark, fn, group=f"xnor/{device}/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32",
+            device=device, M=M)
     benchmark.extra_info["binary_macs_per_s"] = f"{M * SIZE * SIZE / benchmark.stats.stats.median:.3e}"
 
 
+@pytest.mark.skipif("cpu" not in DEVICES, reason="CPU suite not selected (SPARSEKIT_BENCH_DEVICE)")
 @pytest.mark.parametrize("M", MS)
 @pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_binary_linear"])
 def test_binary_linear(benchmark, M, provider):

@@ -11,13 +11,12 @@ smaller dense layer), at M = 1 and M = 256.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import QUICK, measure
+from harness import DEVICES, QUICK, measure
 from torch import nn
 
 from sparsekit.block_sparse import BSRWeight
@@ -26,9 +25,6 @@ from sparsekit.pruning import expand_block_mask, magnitude_mask
 
 warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-if os.environ.get("SPARSEKIT_BENCH_DEVICE"):  # e.g. "cuda" in bench/gpu_check.sh
-    DEVICES = os.environ["SPARSEKIT_BENCH_DEVICE"].split(",")
 CPU_SIZE = 512 if QUICK else 4096
 MS = [1, 8, 256] if QUICK else [1, 8, 256, 1024]
 CASES = [(0.9, 32), (0.5, 16)]
