@@ -132,7 +132,8 @@ def main(argv=None) -> None:
     sections = [("Block-sparse linear vs torch F.linear (fp32)", "bsr/"),
                 ("Speedup vs sparsity: unstructured vs block vs neuron pruning", "sweep/"),
                 ("XNOR-popcount GEMM on packed operands vs torch fp32 matmul", "xnor/"),
-                ("BinaryLinear (XNOR-Net; x packed inside) vs nn.Linear fp32", "binary_linear/")]
+                ("BinaryLinear (XNOR-Net; x packed inside) vs nn.Linear fp32", "binary_linear/"),
+                ("BinaryConv2d (XNOR-Net) vs nn.Conv2d fp32", "binary_conv2d/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)

@@ -53,3 +53,20 @@ def test_binary_linear(benchmark, M, provider):
     mod = lin if provider == "torch_fp32" else BinaryLinear.from_dense(lin)
     measure(benchmark, lambda: mod(x), group=f"binary_linear/cpu/K=N={SIZE}/M={M}", provider=provider,
             baseline="torch_fp32", M=M)
+
+
+@pytest.mark.skipif("cpu" not in DEVICES, reason="CPU suite not selected (SPARSEKIT_BENCH_DEVICE)")
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_binary_conv2d"])
+def test_binary_conv2d(benchmark, provider):
+    """BinaryConv2d 3x3, 256 -> 256 channels, 56 x 56 (28 x 28 quick), batch 1, vs nn.Conv2d fp32."""
+    from torch import nn
+
+    from sparsekit.nn import BinaryConv2d
+
+    torch.manual_seed(0)
+    hw = 28 if QUICK else 56
+    conv = nn.Conv2d(256, 256, 3, padding=1)
+    x = torch.randn(1, 256, hw, hw)
+    mod = conv if provider == "torch_fp32" else BinaryConv2d.from_dense(conv)
+    measure(benchmark, lambda: mod(x), group=f"binary_conv2d/cpu/256x256x3x3/{hw}x{hw}/batch=1", provider=provider,
+            baseline="torch_fp32")

@@ -142,14 +142,23 @@ const float* optional_floats(const py::object& obj, const char* name, int64_t n,
 // a [M, W], b [N, W]: int64 words holding 64 packed signs each (bit 1 = +1). Writes the
 // dot products into out: int32 [M, N], or float32 [M, N] through the scale/bias epilogue
 // (col_scale required, row_scale and bias optional).
+// last_bits (1..64, default from K): bits of each row's last word that hold elements; with
+// rows made of several packed groups (convolutions), K counts the elements and last_bits
+// describes the final group only (padding inside rows must be zero in both operands).
 void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K, int nthreads,
-               const py::object& col_scale, const py::object& row_scale, const py::object& bias) {
+               const py::object& col_scale, const py::object& row_scale, const py::object& bias,
+               int64_t last_bits) {
   check_array<int64_t>(a, "a", 2);
   check_array<int64_t>(b, "b", 2);
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
   const int64_t M = a.shape(0), N = b.shape(0), W = a.shape(1);
-  SK_CHECK(K >= 0 && (K + 63) / 64 == W,
-           "a and b must hold ceil(K/64) = " << (K + 63) / 64 << " words per row for K=" << K << ", got " << W);
+  if (last_bits == 0) {  // one packed group per row
+    SK_CHECK(K >= 0 && (K + 63) / 64 == W,
+             "a and b must hold ceil(K/64) = " << (K + 63) / 64 << " words per row for K=" << K << ", got " << W);
+    last_bits = K % 64 == 0 ? 64 : K % 64;
+  }
+  SK_CHECK(last_bits >= 1 && last_bits <= 64, "last_bits must be in [1, 64], got " << last_bits);
+  SK_CHECK(K >= 0 && K <= 64 * W, "K=" << K << " elements do not fit in " << W << " words per row");
   check_dim(b, "b", 1, W);
   XnorGemmArgs g{};
   py::array keep_c, keep_r, keep_b;
@@ -171,6 +180,7 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
   g.N = N;
   g.W = W;
   g.K = K;
+  g.last_bits = last_bits;
   g.nthreads = nthreads;
   XnorFn fn = xnor_gemm_for(current_isa());
   py::gil_scoped_release release;
@@ -233,6 +243,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("nthreads"), "out[M, N] = x[M, K] @ W.T + bias with W in BSR form.");
   m.def("xnor_gemm", &sk::xnor_gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("K"), py::arg("nthreads"),
         py::arg("col_scale") = py::none(), py::arg("row_scale") = py::none(), py::arg("bias") = py::none(),
+        py::arg("last_bits") = 0,
         "out[M, N] = K - 2 popcount(a[m] ^ b[n]): dot products of bit-packed +-1 rows (int32), or\n"
         "with col_scale, dot * col_scale[n] * row_scale[m] + bias[n] (float32).");
   m.def("pack_signs", &sk::pack_signs, py::arg("x"), py::arg("out"), py::arg("scale"), py::arg("nthreads"),

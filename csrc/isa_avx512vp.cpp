@@ -59,7 +59,7 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
   // full 8-word vectors; the bits past K in the last word are masked off, in the last
   // vector when it holds that word, else in the scalar tail
   const int64_t W = g.W, Wv = W - W % 8;
-  const bool mask_last_vector = W % 8 == 0 && g.K % 64 != 0;
+  const bool mask_last_vector = W % 8 == 0 && g.last_bits < 64;
   const int64_t Wloop = mask_last_vector ? Wv - 8 : Wv;
   const uint64_t* A[TM];
   const uint64_t* B[TN];
@@ -82,7 +82,7 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
   }
   if (mask_last_vector) {
     u64x8 mask = ~u64x8{};
-    mask[7] = last_word_mask(g.K);
+    mask[7] = low_bits_mask(g.last_bits);
     SK_UNROLL
     for (int i = 0; i < TM; ++i)
       SK_UNROLL
@@ -96,7 +96,7 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
     for (int j = 0; j < TN; ++j) {
       int64_t c = static_cast<int64_t>(sums[i * TN + j]);
       for (int64_t w = Wv; w < W; ++w)
-        c += __builtin_popcountll((A[i][w] ^ B[j][w]) & (w + 1 < W ? ~uint64_t(0) : last_word_mask(g.K)));
+        c += __builtin_popcountll((A[i][w] ^ B[j][w]) & (w + 1 < W ? ~uint64_t(0) : low_bits_mask(g.last_bits)));
       xnor_store(g, m0 + i, n0 + j, g.K - 2 * c);
     }
 }

@@ -33,6 +33,7 @@ struct XnorGemmArgs {
   const uint64_t* b;  // [N, W]
   int32_t* out;       // [M, N], or nullptr when out_f is set
   int64_t M, N, W, K;
+  int64_t last_bits;  // bits of each row's last word that hold elements (1..64); the rest are masked
   int nthreads;
   float* out_f;
   const float* col_scale;  // [N]

@@ -8,9 +8,9 @@ static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 // arrays live in memory (GCC's heuristics stop short for some tile/vector sizes).
 #define SK_UNROLL _Pragma("GCC unroll 32")
 
-// Bits of the last packed word that hold elements (K > 0): all 64 when K is a multiple of 64.
-static inline uint64_t last_word_mask(int64_t K) {
-  return K % 64 == 0 ? ~uint64_t(0) : (uint64_t(1) << (K % 64)) - 1;
+// Mask of the low `bits` bits of a word (bits in 1..64).
+static inline uint64_t low_bits_mask(int64_t bits) {
+  return bits >= 64 ? ~uint64_t(0) : (uint64_t(1) << bits) - 1;
 }
 
 // Stores one XNOR dot product: int32, or float through the fused scale/bias epilogue.

@@ -21,7 +21,7 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
     SK_UNROLL
     for (int j = 0; j < TN; ++j) acc[i][j] = 0;
   for (int64_t w = 0; w < W; ++w) {
-    const uint64_t mask = w + 1 < W ? ~uint64_t(0) : last_word_mask(g.K);
+    const uint64_t mask = w + 1 < W ? ~uint64_t(0) : low_bits_mask(g.last_bits);
     uint64_t bw[TN];
     SK_UNROLL
     for (int j = 0; j < TN; ++j) bw[j] = B[j][w];

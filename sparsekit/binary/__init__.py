@@ -4,12 +4,16 @@ from . import cpu as _cpu  # noqa: F401  (registers the CPU kernels)
 from . import cuda as _cuda  # noqa: F401  (registers the CUDA kernels; they need CuPy at run time)
 from .format import WORD_BITS, pack_signs, packed_words, unpack_signs
 from .config import BinaryConfig
-from .module import BinaryLinear, SignSTE
-from .op import binary_linear, binary_linear_kernels, xnor_gemm, xnor_gemm_kernels
-from .reference import binary_linear_reference, sign_pm1, xnor_gemm_reference
+from .module import BinaryConv2d, BinaryLinear, SignSTE
+from .op import binary_conv2d, binary_conv2d_kernels, binary_linear, binary_linear_kernels, xnor_gemm, xnor_gemm_kernels
+from .reference import binary_conv2d_reference, binary_linear_reference, sign_pm1, xnor_gemm_reference
 
 __all__ = [
     "BinaryConfig",
+    "BinaryConv2d",
+    "binary_conv2d",
+    "binary_conv2d_kernels",
+    "binary_conv2d_reference",
     "BinaryLinear",
     "SignSTE",
     "WORD_BITS",

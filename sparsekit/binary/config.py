@@ -7,20 +7,25 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..config import Config, register_handler
-from .module import BinaryLinear
+from .module import BinaryConv2d, BinaryLinear
 
 
 @dataclass
 class BinaryConfig(Config):
-    """Replace every ``nn.Linear`` by a :class:`BinaryLinear` (packed signs, XNOR-popcount)."""
+    """Replace every ``nn.Linear`` by a :class:`BinaryLinear` and every ``nn.Conv2d`` with
+    groups=1 and zero padding by a :class:`BinaryConv2d` (packed signs, XNOR-popcount)."""
 
     input_scale: bool = False
     trainable: bool = False
 
     def accepts(self, module: nn.Module) -> bool:
+        if type(module) is nn.Conv2d:
+            return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
         return type(module) is nn.Linear
 
 
 @register_handler(BinaryConfig)
-def _convert_linear(module: nn.Linear, config: BinaryConfig) -> BinaryLinear:
+def _convert(module: nn.Module, config: BinaryConfig) -> nn.Module:
+    if isinstance(module, nn.Conv2d):
+        return BinaryConv2d.from_dense(module)
     return BinaryLinear.from_dense(module, input_scale=config.input_scale, trainable=config.trainable)

@@ -9,8 +9,8 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from .format import packed_words
-from .op import binary_linear_kernels, xnor_gemm_kernels
+from .format import im2col_words, packed_words
+from .op import binary_conv2d_kernels, binary_linear_kernels, xnor_gemm_kernels
 
 
 @xnor_gemm_kernels.register("cpu", ("cpu",), available=_ext.available)
@@ -43,3 +43,26 @@ def binary_linear_cpu(x, weight_packed, weight_scale, bias, in_features: int, in
     C.xnor_gemm(xp.numpy(), as_numpy(weight_packed), out.numpy(), K, nthreads, as_numpy(weight_scale),
                 None if scale is None else scale.numpy(), None if bias is None else as_numpy(bias))
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)
+
+
+@binary_conv2d_kernels.register("cpu", ("cpu",), available=_ext.available, supports=_is_fp32)
+def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, kernel_size, stride, padding,
+                      dilation):
+    """Packs each pixel's channels once (channels last), gathers the receptive fields as words,
+    then one XNOR GEMM with the scale/bias epilogue (channels last), returned as NCHW."""
+    C = _ext.native()
+    if x.dtype != torch.float32:
+        raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
+    N, Cin, H, W = x.shape
+    nthreads = torch.get_num_threads()
+    Wc = packed_words(Cin)
+    pixels = x.permute(0, 2, 3, 1).reshape(N * H * W, Cin).contiguous()
+    xw = torch.empty(N * H * W, Wc, dtype=torch.int64)
+    C.pack_signs(pixels.numpy(), xw.numpy(), None, nthreads)
+    cols, (OH, OW) = im2col_words(xw.view(N, H, W, Wc), Cin, kernel_size, stride, padding, dilation)
+    C_out = weight_packed.shape[0]
+    out = torch.empty(N * OH * OW, C_out, dtype=torch.float32)
+    K = kernel_size[0] * kernel_size[1] * Cin
+    C.xnor_gemm(cols.numpy(), as_numpy(weight_packed), out.numpy(), K, nthreads, as_numpy(weight_scale), None,
+                None if bias is None else as_numpy(bias), Cin % 64 or 64)
+    return out.view(N, OH, OW, C_out).permute(0, 3, 1, 2).contiguous()

@@ -1,7 +1,7 @@
 """CUDA kernels for the binary ops: ``xnor.cu`` through NVRTC (see :mod:`sparsekit._nvrtc`).
 
-``binary_linear`` on CUDA packs x with the PyTorch packing, runs the XNOR kernel and
-applies the scales and bias with PyTorch.
+``binary_linear`` and ``binary_conv2d`` on CUDA pack x with the PyTorch packing (and the
+word im2col), run the XNOR kernel and apply the scales and bias with PyTorch.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import torch
 
 from .._nvrtc import as_cupy, launch
 from ..backend import cupy_available
-from .format import pack_signs
-from .op import binary_linear_kernels, xnor_gemm_kernels
+from .format import im2col_words, pack_signs, packed_words
+from .op import binary_conv2d_kernels, binary_linear_kernels, xnor_gemm_kernels
 
 TILE = 16
 
 
 @xnor_gemm_kernels.register("cuda", ("cuda",), available=cupy_available)
-def xnor_gemm_cuda(a, b, K: int):
+def xnor_gemm_cuda(a, b, K: int, last_bits: int = 0):
     if a.device.type != "cuda":
         raise ValueError(f"the cuda backend needs CUDA tensors, got a on {a.device}")
     a, b = a.contiguous(), b.contiguous()
@@ -26,7 +26,9 @@ def xnor_gemm_cuda(a, b, K: int):
     out = torch.empty(M, N, dtype=torch.int32, device=a.device)
     if M and N:
         grid = ((N + TILE - 1) // TILE, (M + TILE - 1) // TILE, 1)
-        args = (as_cupy(a), as_cupy(b), as_cupy(out), np.int64(M), np.int64(N), np.int64(W), np.int64(K))
+        last_bits = last_bits or (K % 64 or 64)
+        args = (as_cupy(a), as_cupy(b), as_cupy(out), np.int64(M), np.int64(N), np.int64(W), np.int64(K),
+                np.int64(last_bits))
         launch("xnor.cu", "xnor_gemm_kernel", grid, (TILE, TILE, 1), args, a.device)
     return out
 
@@ -41,3 +43,16 @@ def binary_linear_cuda(x, weight_packed, weight_scale, bias, in_features: int, i
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], weight_packed.shape[0])
+
+
+@binary_conv2d_kernels.register("cuda", ("cuda",), available=cupy_available)
+def binary_conv2d_cuda(x, weight_packed, weight_scale, bias, in_channels: int, kernel_size, stride, padding,
+                       dilation):
+    N, Cin, H, W = x.shape
+    xw = pack_signs(x.permute(0, 2, 3, 1)).reshape(N, H, W, packed_words(Cin))
+    cols, (OH, OW) = im2col_words(xw, Cin, kernel_size, stride, padding, dilation)
+    dots = xnor_gemm_cuda(cols, weight_packed, kernel_size[0] * kernel_size[1] * Cin, Cin % 64 or 64)
+    y = dots.to(x.dtype) * weight_scale
+    if bias is not None:
+        y = y + bias
+    return y.view(N, OH, OW, -1).permute(0, 3, 1, 2).contiguous()

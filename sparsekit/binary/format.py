@@ -50,3 +50,36 @@ def unpack_signs(words: torch.Tensor, K: int, dtype=torch.float32) -> torch.Tens
     bits = (words.unsqueeze(-1) >> shifts) & 1
     bits = bits.reshape(*words.shape[:-1], words.shape[-1] * WORD_BITS)[..., :K]
     return (bits * 2 - 1).to(dtype)
+
+
+def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_out, C_in, kh, kw]`` -> ``[C_out, kh * kw * ceil(C_in / 64)]`` int64: for each kernel
+    position (row-major over kh, kw) the signs of its C_in input channels, packed as one group
+    with zero padding (the layout of :func:`im2col_words`)."""
+    if weight.dim() != 4:
+        raise ValueError(f"weight must have shape [C_out, C_in, kh, kw], got {list(weight.shape)}")
+    return pack_signs(weight.permute(0, 2, 3, 1)).reshape(weight.shape[0], -1)
+
+
+def pad_word_row(C: int, device=None) -> torch.Tensor:
+    """Packed signs of one padding pixel: C channels of value 0, i.e. +1 (zero padding bits)."""
+    return pack_signs(torch.zeros(1, C, device=device))[0]
+
+
+def im2col_words(xw: torch.Tensor, C: int, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """Word im2col. ``xw`` ``[N, H, W, Wc]``: the packed channels of every pixel (channels last).
+    Returns ``[N * OH * OW, kh * kw * Wc]``: for each output pixel, the words of its receptive
+    field in kernel order; pixels outside the input are zero-padding pixels (+1, see
+    :func:`pad_word_row`)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    N, H, W, Wc = xw.shape
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    padded = pad_word_row(C, xw.device).expand(N, H + 2 * ph, W + 2 * pw, Wc).clone()
+    padded[:, ph : ph + H, pw : pw + W] = xw
+    cols = [
+        padded[:, i * dh : i * dh + (OH - 1) * sh + 1 : sh, j * dw : j * dw + (OW - 1) * sw + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return torch.stack(cols, dim=3).reshape(N * OH * OW, kh * kw * Wc), (OH, OW)

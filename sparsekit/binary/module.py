@@ -20,8 +20,8 @@ from torch import nn
 
 from ..backend import needs_dispatcher
 from ..formats import check_format_tensor, format_tensor
-from .format import pack_signs, packed_words, unpack_signs
-from .op import binary_linear_impl
+from .format import pack_conv_weight, pack_signs, packed_words, unpack_signs
+from .op import binary_conv2d_impl, binary_linear_impl
 from .reference import sign_pm1
 
 FORMAT_VERSION = 1
@@ -128,6 +128,86 @@ class BinaryLinear(nn.Module):
         if key in state_dict:
             check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
                                 ["version", "out_features", "in_features", "input_scale"],
+                                where=prefix or type(self).__name__)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class BinaryConv2d(nn.Module):
+    """XNOR-Net convolution (groups = 1) on bit-packed weights, a drop-in ``nn.Conv2d``.
+
+    The weight keeps one bit per element, packed per kernel position over the input
+    channels (see :func:`~sparsekit.binary.format.pack_conv_weight`), and one scale per
+    output channel (mean |W|). The input is binarized inside. **Padding semantics:** the
+    input is padded with zeros *before* binarization, and sign(0) = +1, so padded
+    positions count as +1 (the reference :func:`binary_conv2d_reference` does the same).
+    Stride, padding and dilation as in ``nn.Conv2d`` (``padding_mode="zeros"``).
+    """
+
+    FORMAT_KIND = "binary_conv2d"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        kh, kw = self.kernel_size
+        factory = dict(device=device, dtype=dtype)
+        self.register_buffer("weight_packed", torch.zeros(self.out_channels, kh * kw * packed_words(self.in_channels),
+                                                          dtype=torch.int64, device=device))
+        self.register_buffer("weight_scale", torch.ones(self.out_channels, **factory))
+        self.register_buffer("format", format_tensor(self._format_fields(), device=device))
+        self.bias = nn.Parameter(torch.zeros(self.out_channels, **factory)) if bias else None
+
+    def _format_fields(self) -> list[int]:
+        return [FORMAT_VERSION, self.out_channels, self.in_channels, *self.kernel_size, *self.stride, *self.padding,
+                *self.dilation]
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d) -> "BinaryConv2d":
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("BinaryConv2d supports groups=1, padding_mode='zeros' and numeric padding; got "
+                             f"groups={conv.groups}, padding_mode={conv.padding_mode!r}, padding={conv.padding!r}")
+        w = conv.weight.detach()
+        mod = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                  bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            mod.weight_packed.copy_(pack_conv_weight(w))
+            mod.weight_scale.copy_(w.abs().mean(dim=(1, 2, 3)))
+            if conv.bias is not None:
+                mod.bias.copy_(conv.bias)
+        return mod
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_channels, list(self.kernel_size),
+                list(self.stride), list(self.padding), list(self.dilation))
+        if needs_dispatcher(x, self.bias):
+            return torch.ops.sparsekit.binary_conv2d(*args)
+        return binary_conv2d_impl(*args)
+
+    @property
+    def nbytes(self) -> int:
+        ts = [self.weight_packed, self.weight_scale] + ([self.bias] if self.bias is not None else [])
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "format"
+        if key in state_dict:
+            check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
+                                ["version", "out_channels", "in_channels", "kernel_h", "kernel_w", "stride_h",
+                                 "stride_w", "padding_h", "padding_w", "dilation_h", "dilation_w"],
                                 where=prefix or type(self).__name__)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)

@@ -14,7 +14,7 @@ from torch import Tensor
 from .._checks import check_shape, check_tensor
 from ..backend import KernelTable
 from .format import packed_words
-from .reference import binary_linear_reference, xnor_gemm_reference
+from .reference import binary_conv2d_reference, binary_linear_reference, xnor_gemm_reference
 
 xnor_gemm_kernels = KernelTable("sparsekit::xnor_gemm")
 xnor_gemm_kernels.register("reference", ("any",))(xnor_gemm_reference)
@@ -80,3 +80,61 @@ def binary_linear(
 def _(x, weight_packed, weight_scale, bias, in_features, input_scale):
     check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features)
     return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
+
+
+binary_conv2d_kernels = KernelTable("sparsekit::binary_conv2d")
+binary_conv2d_kernels.register("reference", ("any",))(binary_conv2d_reference)
+
+
+def conv_output_size(H: int, W: int, kernel_size, stride, padding, dilation) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    return (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
+def check_binary_conv2d_args(x, weight_packed, weight_scale, bias, in_channels, kernel_size, stride, padding,
+                             dilation) -> None:
+    check_tensor("x", x, dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64), dim=4)
+    if x.shape[1] != in_channels:
+        raise ValueError(f"x must have shape [N, {in_channels}, H, W] (in_channels), got {list(x.shape)}")
+    for name, v, lo in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                        ("dilation", dilation, 1)):
+        if len(v) != 2 or min(v) < lo:
+            raise ValueError(f"{name} must be two integers >= {lo}, got {list(v)}")
+    C_out = weight_packed.shape[0] if weight_packed.dim() == 2 else -1
+    check_tensor("weight_packed", weight_packed, dtypes=(torch.int64,), dim=2, device=x.device)
+    check_shape("weight_packed", weight_packed, (C_out, kernel_size[0] * kernel_size[1] * packed_words(in_channels)))
+    check_tensor("weight_scale", weight_scale, dtypes=(x.dtype,), dim=1, device=x.device)
+    check_shape("weight_scale", weight_scale, (C_out,))
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=(x.dtype,), dim=1, device=x.device)
+        check_shape("bias", bias, (C_out,))
+    OH, OW = conv_output_size(x.shape[2], x.shape[3], kernel_size, stride, padding, dilation)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"input {list(x.shape[2:])} is smaller than the (dilated) kernel {list(kernel_size)}")
+
+
+def binary_conv2d_impl(x, weight_packed, weight_scale, bias, in_channels: int, kernel_size, stride, padding,
+                       dilation):
+    check_binary_conv2d_args(x, weight_packed, weight_scale, bias, in_channels, kernel_size, stride, padding,
+                             dilation)
+    return binary_conv2d_kernels.dispatch(x.device.type, x, weight_packed, weight_scale, bias, in_channels,
+                                          kernel_size, stride, padding, dilation)
+
+
+@torch.library.custom_op("sparsekit::binary_conv2d", mutates_args=())
+def binary_conv2d(
+    x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Optional[Tensor], in_channels: int,
+    kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
+) -> Tensor:
+    """XNOR-Net convolution on packed weight signs (groups = 1); x is binarized inside. The
+    output is contiguous NCHW."""
+    return binary_conv2d_impl(x, weight_packed, weight_scale, bias, in_channels, kernel_size, stride, padding,
+                              dilation)
+
+
+@binary_conv2d.register_fake
+def _(x, weight_packed, weight_scale, bias, in_channels, kernel_size, stride, padding, dilation):
+    check_binary_conv2d_args(x, weight_packed, weight_scale, bias, in_channels, kernel_size, stride, padding,
+                             dilation)
+    OH, OW = conv_output_size(x.shape[2], x.shape[3], kernel_size, stride, padding, dilation)
+    return x.new_empty(x.shape[0], weight_packed.shape[0], OH, OW)

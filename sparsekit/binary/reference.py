@@ -29,3 +29,20 @@ def binary_linear_reference(x, weight_packed, weight_scale, bias, in_features: i
     if bias is not None:
         y = y + bias.double()
     return y.to(x.dtype)
+
+
+def binary_conv2d_reference(x, weight_packed, weight_scale, bias, in_channels: int, kernel_size, stride, padding,
+                            dilation):
+    """XNOR-Net convolution: ``conv2d(sign(pad(x, 0)), sign(W)) * weight_scale + bias``, padding
+    with zeros *before* binarizing, so padded positions count as +1 (sign(0) = +1)."""
+    from .format import packed_words
+
+    kh, kw = kernel_size
+    C_out = weight_packed.shape[0]
+    Wc = packed_words(in_channels)
+    w = unpack_signs(weight_packed.reshape(C_out, kh, kw, Wc), in_channels, torch.float64).permute(0, 3, 1, 2)
+    xs = sign_pm1(torch.nn.functional.pad(x.double(), (padding[1], padding[1], padding[0], padding[0])))
+    y = torch.nn.functional.conv2d(xs, w, None, stride, 0, dilation) * weight_scale.double()[:, None, None]
+    if bias is not None:
+        y = y + bias.double()[:, None, None]
+    return y.to(x.dtype)

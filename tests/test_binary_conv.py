@@ -1,0 +1,104 @@
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekit
+from sparsekit.binary import BinaryConfig, binary_conv2d_kernels, sign_pm1
+from sparsekit.nn import BinaryConv2d
+from sparsekit.testing import devices, kernel_variants, run_variant
+
+VARIANTS = [(d, v) for d in devices() for v in kernel_variants(binary_conv2d_kernels, d) if v != "reference"]
+
+
+def _expected(x, conv):
+    """sign(zero-padded x) conv sign(W), times mean |W| per output channel, plus bias (float64)."""
+    p, w = conv.padding, conv.weight.detach().double()
+    xs = sign_pm1(nn.functional.pad(x.double(), (p[1], p[1], p[0], p[0])))
+    y = nn.functional.conv2d(xs, sign_pm1(w), None, conv.stride, 0, conv.dilation)
+    y = y * w.abs().mean(dim=(1, 2, 3))[:, None, None]
+    return y + conv.bias.detach().double()[:, None, None] if conv.bias is not None else y
+
+
+CASES = [  # (batch, C_in, C_out, H, W, kernel, stride, padding, dilation)
+    (2, 3, 5, 7, 9, 3, 1, 1, 1),
+    (1, 65, 8, 11, 10, 3, 2, 1, 1),
+    (1, 130, 4, 6, 6, 3, 1, 0, 2),
+    (2, 64, 16, 5, 5, 1, 1, 0, 1),
+    (1, 7, 3, 9, 9, 5, 2, 2, 1),
+    (0, 8, 4, 5, 5, 3, 1, 1, 1),
+    (1, 16, 6, 4, 7, (3, 1), (1, 2), (1, 0), 1),
+]
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("case", CASES)
+def test_matches_xnor_net_reference(device, variant, case):
+    B, Cin, Cout, H, W, k, s, p, d = case
+    conv = nn.Conv2d(Cin, Cout, k, stride=s, padding=p, dilation=d).to(device)
+    mod = BinaryConv2d.from_dense(conv)
+    x = torch.randn(B, Cin, H, W, device=device)
+    with run_variant(variant), torch.no_grad():
+        y = mod(x)
+    ref = _expected(x, conv)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+def test_channels_last_and_noncontiguous_input(device, variant):
+    conv = nn.Conv2d(70, 9, 3, padding=1, bias=False).to(device)
+    mod = BinaryConv2d.from_dense(conv)
+    x = torch.randn(2, 70, 8, 12, device=device)[..., ::2].to(memory_format=torch.channels_last)
+    with run_variant(variant), torch.no_grad():
+        torch.testing.assert_close(mod(x).double(), _expected(x, conv), rtol=1e-5, atol=1e-4)
+
+
+def test_opcheck_and_reference_backend():
+    conv = nn.Conv2d(10, 4, 3, padding=1)
+    mod = BinaryConv2d.from_dense(conv)
+    x = torch.randn(2, 10, 5, 6)
+    for device in devices():
+        m = BinaryConv2d.from_dense(conv.to(device))
+        args = (x.to(device), m.weight_packed, m.weight_scale, m.bias.detach(), 10, [3, 3], [1, 1], [1, 1], [1, 1])
+        torch.library.opcheck(torch.ops.sparsekit.binary_conv2d.default, args)
+    with sparsekit.use_backend("reference"), torch.no_grad():
+        torch.testing.assert_close(mod.cpu()(x).double(), _expected(x, conv.cpu()), rtol=1e-5, atol=1e-4)
+
+
+def test_state_dict_compile_export_and_bytes():
+    conv = nn.Conv2d(64, 32, 3, padding=1)
+    mod = BinaryConv2d.from_dense(conv)
+    assert mod.weight_packed.numel() * 8 * 32 == conv.weight.numel() * 4  # 1 bit per weight
+    sd = mod.state_dict()
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    with torch.device("meta"):
+        fresh = BinaryConv2d(64, 32, 3, padding=1)
+    fresh.load_state_dict(torch.load(buf, weights_only=True), assign=True)
+    x = torch.randn(1, 64, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)
+        torch.testing.assert_close(torch.compile(mod, fullgraph=True)(x), mod(x))
+    ep = torch.export.export(mod, (x,))
+    torch.testing.assert_close(ep.module()(x), mod(x))
+    with pytest.raises(ValueError, match="padding_h=1 \\(module has 0\\)"):
+        BinaryConv2d(64, 32, 3, padding=0).load_state_dict(sd)
+
+
+def test_bad_input_and_unsupported_layers():
+    mod = BinaryConv2d.from_dense(nn.Conv2d(8, 4, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \[N, 8, H, W\]"):
+        mod(torch.randn(1, 9, 5, 5))
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        mod(torch.randn(8, 5, 5))
+    with pytest.raises(ValueError, match="smaller than the"):
+        mod(torch.randn(1, 8, 2, 2))
+    with pytest.raises(ValueError, match="groups=1"):
+        BinaryConv2d.from_dense(nn.Conv2d(8, 8, 3, groups=2))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Flatten(), nn.LazyLinear(4))
+    model(torch.randn(1, 3, 9, 9))
+    report = sparsekit.convert(model, BinaryConfig())
+    assert [layer.after for layer in report.layers] == ["BinaryConv2d", "BinaryLinear"]
