@@ -147,7 +147,7 @@ const float* optional_floats(const py::object& obj, const char* name, int64_t n,
 // describes the final group only (padding inside rows must be zero in both operands).
 void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K, int nthreads,
                const py::object& col_scale, const py::object& row_scale, const py::object& bias,
-               int64_t last_bits) {
+               int64_t last_bits, int64_t out_hw) {
   check_array<int64_t>(a, "a", 2);
   check_array<int64_t>(b, "b", 2);
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
@@ -162,18 +162,30 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
   check_dim(b, "b", 1, W);
   XnorGemmArgs g{};
   py::array keep_c, keep_r, keep_b;
-  if (col_scale.is_none()) {
+  SK_CHECK(out_hw >= 0, "out_hw must be >= 0, got " << out_hw);
+  if (col_scale.is_none()) {  // int32 dot products
+    SK_CHECK(out_hw == 0, "out_hw needs the float epilogue (col_scale)");
     check_array<int32_t>(out, "out", 2, /*writable=*/true);
+    check_dim(out, "out", 0, M);
+    check_dim(out, "out", 1, N);
     g.out = static_cast<int32_t*>(out.mutable_data());
-  } else {
-    check_array<float>(out, "out", 2, /*writable=*/true);
+  } else {  // float epilogue, into [M, N] or, with out_hw, an NCHW batch [M / out_hw, N, H, W]
+    if (out_hw > 0) {
+      check_array<float>(out, "out", 4, /*writable=*/true);
+      SK_CHECK(M % out_hw == 0 && out.shape(0) == M / out_hw && out.shape(1) == N &&
+                   out.shape(2) * out.shape(3) == out_hw,
+               "out must have shape [" << M / out_hw << ", " << N << ", H, W] with H*W=" << out_hw);
+    } else {
+      check_array<float>(out, "out", 2, /*writable=*/true);
+      check_dim(out, "out", 0, M);
+      check_dim(out, "out", 1, N);
+    }
     g.out_f = static_cast<float*>(out.mutable_data());
+    g.out_hw = out_hw;
     g.col_scale = optional_floats(col_scale, "col_scale", N, keep_c);
     g.row_scale = optional_floats(row_scale, "row_scale", M, keep_r);
     g.bias = optional_floats(bias, "bias", N, keep_b);
   }
-  check_dim(out, "out", 0, M);
-  check_dim(out, "out", 1, N);
   g.a = static_cast<const uint64_t*>(a.data());
   g.b = static_cast<const uint64_t*>(b.data());
   g.M = M;
@@ -243,7 +255,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("nthreads"), "out[M, N] = x[M, K] @ W.T + bias with W in BSR form.");
   m.def("xnor_gemm", &sk::xnor_gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("K"), py::arg("nthreads"),
         py::arg("col_scale") = py::none(), py::arg("row_scale") = py::none(), py::arg("bias") = py::none(),
-        py::arg("last_bits") = 0,
+        py::arg("last_bits") = 0, py::arg("out_hw") = 0,
         "out[M, N] = K - 2 popcount(a[m] ^ b[n]): dot products of bit-packed +-1 rows (int32), or\n"
         "with col_scale, dot * col_scale[n] * row_scale[m] + bias[n] (float32).");
   m.def("pack_signs", &sk::pack_signs, py::arg("x"), py::arg("out"), py::arg("scale"), py::arg("nthreads"),

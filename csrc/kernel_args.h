@@ -39,6 +39,9 @@ struct XnorGemmArgs {
   const float* col_scale;  // [N]
   const float* row_scale;  // [M] or nullptr
   const float* bias;       // [N] or nullptr
+  // > 0: out_f is an NCHW image batch instead of [M, N]: row m is pixel m % out_hw of
+  // image m / out_hw, column n its channel (the layout of a convolution's output).
+  int64_t out_hw;
 };
 
 // out[r, :] = the signs of x[r, :] packed 64 per word (bit 1 where x >= 0, zero padding);

@@ -21,5 +21,9 @@ static inline void xnor_store(const XnorGemmArgs& g, int64_t m, int64_t n, int64
   }
   float v = static_cast<float>(dot) * g.col_scale[n];
   if (g.row_scale) v *= g.row_scale[m];
-  g.out_f[m * g.N + n] = v + (g.bias ? g.bias[n] : 0.f);
+  v += g.bias ? g.bias[n] : 0.f;
+  if (g.out_hw > 0)
+    g.out_f[(m / g.out_hw) * g.N * g.out_hw + n * g.out_hw + m % g.out_hw] = v;
+  else
+    g.out_f[m * g.N + n] = v;
 }

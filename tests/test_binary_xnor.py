@@ -117,3 +117,23 @@ def test_native_xnor_gemm_checks_word_count():
     with sparsekit.use_backend("cpu"):
         y = torch.ops.sparsekit.xnor_gemm(a, a, 64)
     assert bool((y == 64).all())
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+def test_native_xnor_gemm_epilogue_arguments_are_checked():
+    C = _ext.native()
+    a = pack_signs(torch.randn(6, 100))
+    b = pack_signs(torch.randn(3, 100))
+    scale = torch.ones(3)
+    out = torch.empty(2, 3, 1, 3)  # NCHW: 2 images of 1 x 3 pixels = 6 rows
+    C.xnor_gemm(a.numpy(), b.numpy(), out.numpy(), 100, 1, scale.numpy(), None, None, 0, 3)
+    dots = xnor_gemm_reference(a, b, 100).float()  # [6, 3]
+    torch.testing.assert_close(out, dots.view(2, 3, 3).permute(0, 2, 1).reshape(2, 3, 1, 3))
+    with pytest.raises(ValueError, match="out_hw needs the float epilogue"):
+        C.xnor_gemm(a.numpy(), b.numpy(), torch.empty(6, 3, dtype=torch.int32).numpy(), 100, 1, None, None, None, 0, 3)
+    with pytest.raises(ValueError, match=r"out must have shape \[2, 3, H, W\] with H\*W=3"):
+        C.xnor_gemm(a.numpy(), b.numpy(), torch.empty(2, 3, 2, 2).numpy(), 100, 1, scale.numpy(), None, None, 0, 3)
+    with pytest.raises(ValueError, match=r"col_scale.shape\[0\] must be 3"):
+        C.xnor_gemm(a.numpy(), b.numpy(), torch.empty(6, 3).numpy(), 100, 1, torch.ones(4).numpy())
+    with pytest.raises(ValueError, match="last_bits must be in"):
+        C.xnor_gemm(a.numpy(), b.numpy(), torch.empty(6, 3, dtype=torch.int32).numpy(), 100, 1, None, None, None, 70)

@@ -9,7 +9,7 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from .format import im2col_words, packed_words
+from .format import im2col_words, packed_words, pad_conv_rows
 from .op import binary_conv2d_kernels, binary_linear_kernels, xnor_gemm_kernels
 
 
@@ -49,7 +49,7 @@ def binary_linear_cpu(x, weight_packed, weight_scale, bias, in_features: int, in
 def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, kernel_size, stride, padding,
                       dilation):
     """Packs each pixel's channels once (channels last), gathers the receptive fields as words,
-    then one XNOR GEMM with the scale/bias epilogue (channels last), returned as NCHW."""
+    then one XNOR GEMM whose scale/bias epilogue writes the NCHW output."""
     C = _ext.native()
     if x.dtype != torch.float32:
         raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
@@ -61,8 +61,11 @@ def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, ke
     C.pack_signs(pixels.numpy(), xw.numpy(), None, nthreads)
     cols, (OH, OW) = im2col_words(xw.view(N, H, W, Wc), Cin, kernel_size, stride, padding, dilation)
     C_out = weight_packed.shape[0]
-    out = torch.empty(N * OH * OW, C_out, dtype=torch.float32)
+    out = torch.empty(N, C_out, OH, OW, dtype=torch.float32)
     K = kernel_size[0] * kernel_size[1] * Cin
-    C.xnor_gemm(cols.numpy(), as_numpy(weight_packed), out.numpy(), K, nthreads, as_numpy(weight_scale), None,
-                None if bias is None else as_numpy(bias), Cin % 64 or 64)
-    return out.view(N, OH, OW, C_out).permute(0, 3, 1, 2).contiguous()
+    # every padding bit is zero in both operands: nothing to mask (last_bits=64); the epilogue
+    # writes NCHW directly (out_hw)
+    w = pad_conv_rows(weight_packed, Cin, *kernel_size)
+    C.xnor_gemm(cols.numpy(), as_numpy(w), out.numpy(), K, nthreads, as_numpy(weight_scale), None,
+                None if bias is None else as_numpy(bias), 64, OH * OW)
+    return out

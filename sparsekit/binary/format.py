@@ -52,13 +52,30 @@ def unpack_signs(words: torch.Tensor, K: int, dtype=torch.float32) -> torch.Tens
     return (bits * 2 - 1).to(dtype)
 
 
+CONV_ROW_ALIGN = 8  # words: a convolution row is padded to whole 512-bit vectors
+
+
+def conv_row_words(in_channels: int, kh: int, kw: int) -> int:
+    """Words per packed convolution row: kh * kw groups of ceil(C_in / 64) words, then zero
+    words up to a multiple of 8 (so the XNOR kernel runs whole vectors, no scalar tail)."""
+    w = kh * kw * packed_words(in_channels)
+    return -(-w // CONV_ROW_ALIGN) * CONV_ROW_ALIGN
+
+
 def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
     """``[C_out, C_in, kh, kw]`` -> ``[C_out, kh * kw * ceil(C_in / 64)]`` int64: for each kernel
     position (row-major over kh, kw) the signs of its C_in input channels, packed as one group
-    with zero padding (the layout of :func:`im2col_words`)."""
+    with zero padding bits. The kernels extend each row with zero words to
+    :func:`conv_row_words` (the layout of :func:`im2col_words`); every padding bit is zero in
+    the weights and in the activations, so no padding ever counts."""
     if weight.dim() != 4:
         raise ValueError(f"weight must have shape [C_out, C_in, kh, kw], got {list(weight.shape)}")
     return pack_signs(weight.permute(0, 2, 3, 1)).reshape(weight.shape[0], -1)
+
+
+def pad_conv_rows(rows: torch.Tensor, in_channels: int, kh: int, kw: int) -> torch.Tensor:
+    """Packed convolution rows extended with zero words to :func:`conv_row_words`."""
+    return torch.nn.functional.pad(rows, (0, conv_row_words(in_channels, kh, kw) - rows.shape[1]))
 
 
 def pad_word_row(C: int, device=None) -> torch.Tensor:
@@ -68,9 +85,9 @@ def pad_word_row(C: int, device=None) -> torch.Tensor:
 
 def im2col_words(xw: torch.Tensor, C: int, kernel_size, stride, padding, dilation) -> torch.Tensor:
     """Word im2col. ``xw`` ``[N, H, W, Wc]``: the packed channels of every pixel (channels last).
-    Returns ``[N * OH * OW, kh * kw * Wc]``: for each output pixel, the words of its receptive
-    field in kernel order; pixels outside the input are zero-padding pixels (+1, see
-    :func:`pad_word_row`)."""
+    Returns ``[N * OH * OW, conv_row_words(C, kh, kw)]``: for each output pixel, the words of its
+    receptive field in kernel order, then zero words; pixels outside the input are
+    zero-padding pixels (+1, see :func:`pad_word_row`)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     N, H, W, Wc = xw.shape
     OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
@@ -82,4 +99,5 @@ def im2col_words(xw: torch.Tensor, C: int, kernel_size, stride, padding, dilatio
         for i in range(kh)
         for j in range(kw)
     ]
-    return torch.stack(cols, dim=3).reshape(N * OH * OW, kh * kw * Wc), (OH, OW)
+    rows = torch.stack(cols, dim=3).reshape(N * OH * OW, kh * kw * Wc)
+    return pad_conv_rows(rows, C, kh, kw), (OH, OW)
