@@ -133,7 +133,8 @@ def main(argv=None) -> None:
                 ("Speedup vs sparsity: unstructured vs block vs neuron pruning", "sweep/"),
                 ("XNOR-popcount GEMM on packed operands vs torch fp32 matmul", "xnor/"),
                 ("BinaryLinear (XNOR-Net; x packed inside) vs nn.Linear fp32", "binary_linear/"),
-                ("BinaryConv2d (XNOR-Net) vs nn.Conv2d fp32", "binary_conv2d/")]
+                ("BinaryConv2d (XNOR-Net) vs nn.Conv2d fp32", "binary_conv2d/"),
+                ("BinaryConnect linear (binary weights, fp32 activations) vs nn.Linear fp32", "binary_connect/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)

@@ -70,3 +70,20 @@ def test_binary_conv2d(benchmark, provider):
     mod = conv if provider == "torch_fp32" else BinaryConv2d.from_dense(conv)
     measure(benchmark, lambda: mod(x), group=f"binary_conv2d/cpu/256x256x3x3/{hw}x{hw}/batch=1", provider=provider,
             baseline="torch_fp32")
+
+
+@pytest.mark.skipif("cpu" not in DEVICES, reason="CPU suite not selected (SPARSEKIT_BENCH_DEVICE)")
+@pytest.mark.parametrize("M", [1, 8])
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_binary_connect"])
+def test_binary_connect_linear(benchmark, M, provider):
+    """BinaryConnect BinaryLinear (binary weights, fp32 activations) vs nn.Linear."""
+    from torch import nn
+
+    from sparsekit.nn import BinaryLinear
+
+    torch.manual_seed(0)
+    lin = nn.Linear(SIZE, SIZE)
+    x = torch.randn(M, SIZE)
+    mod = lin if provider == "torch_fp32" else BinaryLinear.from_dense(lin, binarize_input=False)
+    measure(benchmark, lambda: mod(x), group=f"binary_connect/cpu/K=N={SIZE}/M={M}", provider=provider,
+            baseline="torch_fp32", M=M)

@@ -199,6 +199,48 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
   fn(g);
 }
 
+using SignLinearFn = void (*)(const SignLinearArgs&);
+
+SignLinearFn sign_linear_for(Isa isa) {
+  switch (isa) {
+    case Isa::avx512vp:
+    case Isa::avx512: return avx512::sign_linear;
+    case Isa::avx2: return avx2::sign_linear;
+    default: return portable::sign_linear;
+  }
+}
+
+// BinaryConnect: y [M, N] = scale[n] * (x [M, K] . signs of w [N, ceil(K/64)]) + bias[n].
+void sign_linear(const py::array& x, const py::array& w, const py::array& scale, const py::object& bias,
+                 py::array& y, int nthreads) {
+  check_array<float>(x, "x", 2);
+  check_array<int64_t>(w, "w", 2);
+  check_array<float>(y, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+  check_dim(w, "w", 1, (K + 63) / 64);
+  check_dim(y, "out", 0, M);
+  check_dim(y, "out", 1, N);
+  py::array keep_s, keep_b;
+  SignLinearArgs s{};
+  s.scale = optional_floats(scale, "scale", N, keep_s);
+  SK_CHECK(s.scale != nullptr, "scale is required");
+  s.bias = optional_floats(bias, "bias", N, keep_b);
+  s.x = static_cast<const float*>(x.data());
+  s.w = static_cast<const uint64_t*>(w.data());
+  s.y = static_cast<float*>(y.mutable_data());
+  s.M = M;
+  s.N = N;
+  s.K = K;
+  s.W = (K + 63) / 64;
+  s.nthreads = nthreads;
+  std::vector<float> rowsum(static_cast<size_t>(M) + 1);
+  s.rowsum = rowsum.data();
+  SignLinearFn fn = sign_linear_for(current_isa());
+  py::gil_scoped_release release;
+  fn(s);
+}
+
 // x float32 [R, K] -> out int64 [R, ceil(K/64)]; scale float32 [R] (mean |x| per row) or None.
 void pack_signs(const py::array& x, py::array& out, const py::object& scale, int nthreads) {
   check_array<float>(x, "x", 2);
@@ -258,6 +300,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("last_bits") = 0, py::arg("out_hw") = 0,
         "out[M, N] = K - 2 popcount(a[m] ^ b[n]): dot products of bit-packed +-1 rows (int32), or\n"
         "with col_scale, dot * col_scale[n] * row_scale[m] + bias[n] (float32).");
+  m.def("sign_linear", &sk::sign_linear, py::arg("x"), py::arg("w"), py::arg("scale"), py::arg("bias"), py::arg("out"),
+        py::arg("nthreads"), "BinaryConnect: out = scale * (x . sign(w)) + bias, w packed 64 signs per word.");
   m.def("pack_signs", &sk::pack_signs, py::arg("x"), py::arg("out"), py::arg("scale"), py::arg("nthreads"),
         "out = signs of x packed 64 per int64 word (bit 1 where x >= 0); scale[r] = mean |x[r]|.");
   m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),

@@ -61,25 +61,6 @@ __attribute__((always_inline)) static inline void transpose8x8(const float* src,
 }
 
 // ---------------------------------------------------------------- small M
-// Vectors of W floats, for the widths the small-M path picks from by block width.
-template <int W>
-struct Vec;
-#define SK_DEFINE_VEC(W)                                                                        \
-  template <>                                                                                   \
-  struct Vec<W> {                                                                               \
-    typedef float type __attribute__((vector_size(W * 4)));                                     \
-    typedef float unaligned __attribute__((vector_size(W * 4), aligned(4), may_alias));         \
-    static inline type load(const float* p) { return *reinterpret_cast<const unaligned*>(p); } \
-    static inline float sum(type v) {                                                           \
-      float s = 0.f;                                                                            \
-      for (int i = 0; i < W; ++i) s += v[i];                                                    \
-      return s;                                                                                 \
-    }                                                                                           \
-  };
-SK_DEFINE_VEC(4)
-SK_DEFINE_VEC(8)
-SK_DEFINE_VEC(16)
-#undef SK_DEFINE_VEC
 
 // IR weight rows x MC activation rows of accumulators, vectors of W floats along K.
 template <int IR, int MC, int W>

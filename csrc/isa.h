@@ -22,6 +22,7 @@ void set_isa(const std::string& name);  // throws std::invalid_argument
   void bsr_linear(const BsrLinearArgs& a); \
   void xnor_gemm(const XnorGemmArgs& a);   \
   void pack_signs(const PackSignsArgs& a); \
+  void sign_linear(const SignLinearArgs& a); \
   }
 SK_DECLARE_KERNELS(portable)
 SK_DECLARE_KERNELS(avx2)

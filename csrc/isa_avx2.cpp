@@ -22,6 +22,7 @@ namespace avx2 {
 void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86
 void xnor_gemm(const XnorGemmArgs&) {}
 void pack_signs(const PackSignsArgs&) {}
+void sign_linear(const SignLinearArgs&) {}
 #endif
 
 }  // namespace avx2

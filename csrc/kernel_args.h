@@ -44,6 +44,19 @@ struct XnorGemmArgs {
   int64_t out_hw;
 };
 
+// BinaryConnect: y[m, n] = scale[n] * sum_k x[m, k] * s[n, k] + bias[n], with s the +-1
+// weight signs packed 64 per word (bit 1 = +1) and x real.
+struct SignLinearArgs {
+  const float* x;        // [M, K]
+  const uint64_t* w;     // [N, W]
+  const float* scale;    // [N]
+  const float* bias;     // [N] or nullptr
+  float* y;              // [M, N]
+  float* rowsum;         // scratch [M]
+  int64_t M, N, K, W;
+  int nthreads;
+};
+
 // out[r, :] = the signs of x[r, :] packed 64 per word (bit 1 where x >= 0, zero padding);
 // with scale set, scale[r] = mean |x[r, :]| (the XNOR-Net activation scale).
 struct PackSignsArgs {

@@ -27,3 +27,23 @@ static inline void xnor_store(const XnorGemmArgs& g, int64_t m, int64_t n, int64
   else
     g.out_f[m * g.N + n] = v;
 }
+
+// Vectors of W floats (W = 4, 8, 16) with unaligned load and lane sum.
+template <int W>
+struct Vec;
+#define SK_DEFINE_VEC(W)                                                                        \
+  template <>                                                                                   \
+  struct Vec<W> {                                                                               \
+    typedef float type __attribute__((vector_size(W * 4)));                                     \
+    typedef float unaligned __attribute__((vector_size(W * 4), aligned(4), may_alias));         \
+    static inline type load(const float* p) { return *reinterpret_cast<const unaligned*>(p); } \
+    static inline float sum(type v) {                                                           \
+      float s = 0.f;                                                                            \
+      for (int i = 0; i < W; ++i) s += v[i];                                                    \
+      return s;                                                                                 \
+    }                                                                                           \
+  };
+SK_DEFINE_VEC(4)
+SK_DEFINE_VEC(8)
+SK_DEFINE_VEC(16)
+#undef SK_DEFINE_VEC

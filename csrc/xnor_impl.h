@@ -118,3 +118,74 @@ void pack_signs(const PackSignsArgs& p) {
     }
   }
 }
+
+// BinaryConnect: real activations times +-1 weights, y = scale * (2 * sum_{bit set} x - sum x)
+// + bias. Each 16 weight bits become a lane mask and select the activations they add; MC
+// activation rows share every mask. Output rows split over threads; memory bound at small M
+// (one bit per weight is read).
+template <int MC>
+static void sign_linear_rows(const SignLinearArgs& s, int64_t m0, const float* rowsum) {
+  typedef Vec<SK_VW> V;
+  typedef typename V::type vw;
+  typedef int32_t vi __attribute__((vector_size(SK_VW * 4)));
+  vi lane;
+  SK_UNROLL
+  for (int l = 0; l < SK_VW; ++l) lane[l] = 1 << l;
+  const int64_t K = s.K, Kv = K - K % 64;
+#pragma omp for schedule(static)
+  for (int64_t n = 0; n < s.N; ++n) {
+    const uint64_t* wr = s.w + n * s.W;
+    constexpr int NC = 64 / SK_VW;  // vectors per word, each with its own accumulator
+    vw acc[MC][NC];
+    SK_UNROLL
+    for (int m = 0; m < MC; ++m)
+      SK_UNROLL
+      for (int c = 0; c < NC; ++c) acc[m][c] = vw{};
+    for (int64_t k0 = 0; k0 < Kv; k0 += 64) {
+      const uint64_t bits = wr[k0 / 64];
+      SK_UNROLL
+      for (int c = 0; c < NC; ++c) {
+#if SK_VW == 16  // the 16 bits are the lane mask of a masked add
+        const unsigned short k16 = static_cast<unsigned short>(bits >> (c * 16));
+        SK_UNROLL
+        for (int m = 0; m < MC; ++m)
+          acc[m][c] = __builtin_ia32_addps512_mask(acc[m][c], V::load(s.x + (m0 + m) * K + k0 + c * 16), acc[m][c],
+                                                   k16, 4);
+#else
+        const vi sel = ((vi{} + static_cast<int32_t>((bits >> (c * SK_VW)) & ((1u << SK_VW) - 1u))) & lane) != 0;
+        SK_UNROLL
+        for (int m = 0; m < MC; ++m) {
+          const vw xv = V::load(s.x + (m0 + m) * K + k0 + c * SK_VW);
+          acc[m][c] += sel ? xv : vw{};
+        }
+#endif
+      }
+    }
+    SK_UNROLL
+    for (int m = 0; m < MC; ++m) {
+      vw t = acc[m][0];
+      SK_UNROLL
+      for (int c = 1; c < NC; ++c) t += acc[m][c];
+      float pos = V::sum(t);
+      for (int64_t k = Kv; k < K; ++k)
+        if ((wr[k / 64] >> (k % 64)) & 1) pos += s.x[(m0 + m) * K + k];
+      s.y[(m0 + m) * s.N + n] = s.scale[n] * (2.f * pos - rowsum[m0 + m]) + (s.bias ? s.bias[n] : 0.f);
+    }
+  }
+}
+
+void sign_linear(const SignLinearArgs& s) {
+  if (s.M == 0 || s.N == 0) return;
+#pragma omp parallel num_threads(s.nthreads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < s.M; ++m) {
+      float t = 0.f;
+      for (int64_t k = 0; k < s.K; ++k) t += s.x[m * s.K + k];
+      s.rowsum[m] = t;
+    }
+    int64_t m = 0;
+    for (; m + 4 <= s.M; m += 4) sign_linear_rows<4>(s, m, s.rowsum);
+    for (; m < s.M; ++m) sign_linear_rows<1>(s, m, s.rowsum);
+  }
+}

@@ -142,3 +142,60 @@ def test_convert_and_bad_input():
     with pytest.raises(TypeError, match="weight_scale must have dtype float64"):
         torch.ops.sparsekit.binary_linear(torch.randn(2, 64, dtype=torch.float64), model[0].weight_packed,
                                           model[0].weight_scale, None, 64, False)
+
+
+# ---------------------------------------------------------------- BinaryConnect (real inputs)
+
+from sparsekit.binary import sign_linear_kernels, sign_linear_reference  # noqa: E402
+
+SIGN_VARIANTS = [(d, v) for d in devices() for v in kernel_variants(sign_linear_kernels, d) if v != "reference"]
+
+
+def _expected_connect(x, lin):
+    w = lin.weight.detach().double()
+    y = x.double() @ sign_pm1(w).T * w.abs().mean(dim=1)
+    return y + lin.bias.detach().double() if lin.bias is not None else y
+
+
+@pytest.mark.parametrize("device, variant", SIGN_VARIANTS)
+@pytest.mark.parametrize("K", [1, 63, 64, 65, 1000])
+@pytest.mark.parametrize("M", [0, 1, 3, 9])
+def test_binary_connect_matches_reference(device, variant, K, M):
+    lin = nn.Linear(K, 21).to(device)
+    mod = BinaryLinear.from_dense(lin, binarize_input=False)
+    x = torch.randn(M, K, device=device)
+    with run_variant(variant), torch.no_grad():
+        y = mod(x)
+    torch.testing.assert_close(y.double(), _expected_connect(x, lin), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("device, variant", SIGN_VARIANTS)
+def test_binary_connect_batched_noncontiguous(device, variant):
+    lin = nn.Linear(100, 7, bias=False).to(device)
+    mod = BinaryLinear.from_dense(lin, binarize_input=False)
+    x = torch.randn(2, 3, 200, device=device)[..., ::2]
+    with run_variant(variant), torch.no_grad():
+        torch.testing.assert_close(mod(x).double(), _expected_connect(x, lin), rtol=1e-5, atol=1e-4)
+
+
+def test_binary_connect_op_training_and_state():
+    K, N = 100, 30
+    w = torch.randn(N, K)
+    args = (torch.randn(4, K), pack_signs(w), w.abs().mean(1), torch.randn(N), K)
+    for device in devices():
+        dev = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        torch.library.opcheck(torch.ops.sparsekit.sign_linear.default, dev)
+    with sparsekit.use_backend("reference"):
+        torch.testing.assert_close(torch.ops.sparsekit.sign_linear(*args), sign_linear_reference(*args))
+    lin = nn.Linear(K, N)
+    mod = BinaryLinear.from_dense(lin, binarize_input=False, trainable=True)
+    x = torch.randn(8, K, requires_grad=True)
+    mod(x).sum().backward()
+    assert x.grad is not None and bool((x.grad != 0).any())  # real inputs: no STE on x
+    mod.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x).double(), _expected_connect(x, lin), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="binarize_input=0 \\(module has 1\\)"):
+        BinaryLinear(K, N).load_state_dict(BinaryLinear.from_dense(lin, binarize_input=False).state_dict())
+    with pytest.raises(ValueError, match="input_scale applies to binarized inputs"):
+        BinaryLinear(K, N, input_scale=True, binarize_input=False)

@@ -15,6 +15,7 @@ class BinaryConfig(Config):
     """Replace every ``nn.Linear`` by a :class:`BinaryLinear` and every ``nn.Conv2d`` with
     groups=1 and zero padding by a :class:`BinaryConv2d` (packed signs, XNOR-popcount)."""
 
+    binarize_input: bool = True  # False: BinaryConnect (real activations) for the linear layers
     input_scale: bool = False
     trainable: bool = False
 
@@ -28,4 +29,5 @@ class BinaryConfig(Config):
 def _convert(module: nn.Module, config: BinaryConfig) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         return BinaryConv2d.from_dense(module)
-    return BinaryLinear.from_dense(module, input_scale=config.input_scale, trainable=config.trainable)
+    return BinaryLinear.from_dense(module, binarize_input=config.binarize_input, input_scale=config.input_scale,
+                                   trainable=config.trainable)

@@ -10,7 +10,7 @@ import torch
 from .. import _ext
 from .._ext import as_numpy
 from .format import im2col_words, packed_words, pad_conv_rows
-from .op import binary_conv2d_kernels, binary_linear_kernels, xnor_gemm_kernels
+from .op import binary_conv2d_kernels, binary_linear_kernels, sign_linear_kernels, xnor_gemm_kernels
 
 
 @xnor_gemm_kernels.register("cpu", ("cpu",), available=_ext.available)
@@ -69,3 +69,16 @@ def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, ke
     C.xnor_gemm(cols.numpy(), as_numpy(w), out.numpy(), K, nthreads, as_numpy(weight_scale), None,
                 None if bias is None else as_numpy(bias), 64, OH * OW)
     return out
+
+
+@sign_linear_kernels.register("cpu", ("cpu",), available=_ext.available, supports=_is_fp32)
+def sign_linear_cpu(x, weight_packed, weight_scale, bias, in_features: int):
+    """BinaryConnect: masked sums of the activations selected by each weight row's bits."""
+    C = _ext.native()
+    if x.dtype != torch.float32:
+        raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
+    x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, in_features).contiguous()
+    out = torch.empty(x2.shape[0], weight_packed.shape[0], dtype=torch.float32)
+    C.sign_linear(as_numpy(x2), as_numpy(weight_packed), as_numpy(weight_scale),
+                  None if bias is None else as_numpy(bias), out.numpy(), torch.get_num_threads())
+    return out if x.dim() == 2 else out.reshape(*x.shape[:-1], weight_packed.shape[0])

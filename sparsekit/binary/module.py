@@ -21,7 +21,7 @@ from torch import nn
 from ..backend import needs_dispatcher
 from ..formats import check_format_tensor, format_tensor
 from .format import pack_conv_weight, pack_signs, packed_words, unpack_signs
-from .op import binary_conv2d_impl, binary_linear_impl
+from .op import binary_conv2d_impl, binary_linear_impl, sign_linear_impl
 from .reference import sign_pm1
 
 FORMAT_VERSION = 1
@@ -45,10 +45,13 @@ class BinaryLinear(nn.Module):
     FORMAT_KIND = "binary_linear"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, input_scale: bool = False,
-                 trainable: bool = False, device=None, dtype=None):
+                 trainable: bool = False, binarize_input: bool = True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
+        if input_scale and not binarize_input:
+            raise ValueError("input_scale applies to binarized inputs (binarize_input=True)")
         self.input_scale = bool(input_scale)
+        self.binarize_input = bool(binarize_input)
         factory = dict(device=device, dtype=dtype)
         self.register_buffer("weight_packed", torch.zeros(self.out_features, packed_words(self.in_features),
                                                           dtype=torch.int64, device=device))
@@ -59,16 +62,18 @@ class BinaryLinear(nn.Module):
                               if trainable else None)
 
     def _format_fields(self) -> list[int]:
-        return [FORMAT_VERSION, self.out_features, self.in_features, int(self.input_scale)]
+        return [FORMAT_VERSION, self.out_features, self.in_features, int(self.input_scale), int(self.binarize_input)]
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, input_scale: bool = False, trainable: bool = False) -> "BinaryLinear":
-        """XNOR-Net layer from a dense one: sign(W) packed, alpha = mean |W| per output channel."""
+    def from_dense(cls, linear: nn.Linear, binarize_input: bool = True, input_scale: bool = False,
+                   trainable: bool = False) -> "BinaryLinear":
+        """From a dense layer: sign(W) packed, alpha = mean |W| per output channel. XNOR-Net with
+        ``binarize_input=True`` (inputs binarized too), BinaryConnect with ``False`` (real inputs)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach()
         mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, input_scale=input_scale,
-                  trainable=trainable, device=w.device, dtype=w.dtype)
+                  trainable=trainable, binarize_input=binarize_input, device=w.device, dtype=w.dtype)
         with torch.no_grad():
             if trainable:
                 mod.latent_weight.copy_(w)
@@ -99,10 +104,15 @@ class BinaryLinear(nn.Module):
         if self.latent_weight is not None and self.training:
             w = self.latent_weight
             wb = SignSTE.apply(w) * w.abs().mean(dim=1, keepdim=True)
-            y = nn.functional.linear(SignSTE.apply(x), wb)
+            y = nn.functional.linear(SignSTE.apply(x) if self.binarize_input else x, wb)
             if self.input_scale:
                 y = y * x.abs().mean(dim=-1, keepdim=True)
             return y if self.bias is None else y + self.bias
+        if not self.binarize_input:  # BinaryConnect
+            args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_features)
+            if needs_dispatcher(x, self.bias):
+                return torch.ops.sparsekit.sign_linear(*args)
+            return sign_linear_impl(*args)
         args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_features, self.input_scale)
         if needs_dispatcher(x, self.bias):
             return torch.ops.sparsekit.binary_linear(*args)
@@ -119,7 +129,7 @@ class BinaryLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"input_scale={self.input_scale}, bias={self.bias is not None}, "
+                f"binarize_input={self.binarize_input}, input_scale={self.input_scale}, bias={self.bias is not None}, "
                 f"trainable={self.latent_weight is not None}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -127,7 +137,7 @@ class BinaryLinear(nn.Module):
         key = prefix + "format"
         if key in state_dict:
             check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
-                                ["version", "out_features", "in_features", "input_scale"],
+                                ["version", "out_features", "in_features", "input_scale", "binarize_input"],
                                 where=prefix or type(self).__name__)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)

@@ -14,7 +14,7 @@ from torch import Tensor
 from .._checks import check_shape, check_tensor
 from ..backend import KernelTable
 from .format import packed_words
-from .reference import binary_conv2d_reference, binary_linear_reference, xnor_gemm_reference
+from .reference import binary_conv2d_reference, binary_linear_reference, sign_linear_reference, xnor_gemm_reference
 
 xnor_gemm_kernels = KernelTable("sparsekit::xnor_gemm")
 xnor_gemm_kernels.register("reference", ("any",))(xnor_gemm_reference)
@@ -78,6 +78,28 @@ def binary_linear(
 
 @binary_linear.register_fake
 def _(x, weight_packed, weight_scale, bias, in_features, input_scale):
+    check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features)
+    return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
+
+
+sign_linear_kernels = KernelTable("sparsekit::sign_linear")
+sign_linear_kernels.register("reference", ("any",))(sign_linear_reference)
+
+
+def sign_linear_impl(x, weight_packed, weight_scale, bias, in_features: int):
+    check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features)
+    return sign_linear_kernels.dispatch(x.device.type, x, weight_packed, weight_scale, bias, in_features)
+
+
+@torch.library.custom_op("sparsekit::sign_linear", mutates_args=())
+def sign_linear(x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Optional[Tensor],
+                in_features: int) -> Tensor:
+    """BinaryConnect linear: real x times packed +-1 weight signs, scaled per output."""
+    return sign_linear_impl(x, weight_packed, weight_scale, bias, in_features)
+
+
+@sign_linear.register_fake
+def _(x, weight_packed, weight_scale, bias, in_features):
     check_binary_linear_args(x, weight_packed, weight_scale, bias, in_features)
     return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
 

@@ -46,3 +46,12 @@ def binary_conv2d_reference(x, weight_packed, weight_scale, bias, in_channels: i
     if bias is not None:
         y = y + bias.double()[:, None, None]
     return y.to(x.dtype)
+
+
+def sign_linear_reference(x, weight_packed, weight_scale, bias, in_features: int):
+    """BinaryConnect linear: real ``x`` times the +-1 weight signs, ``* weight_scale + bias``."""
+    w = unpack_signs(weight_packed, in_features, torch.float64)
+    y = torch.nn.functional.linear(x.double(), w) * weight_scale.double()
+    if bias is not None:
+        y = y + bias.double()
+    return y.to(x.dtype)
