@@ -28,3 +28,38 @@ def check_format_tensor(saved, kind: str, expected: list[int], names: list[str],
     diffs = [f"{n}={g} (module has {e})" for n, g, e in zip(names[1:], got[1:], expected[1:]) if g != e]
     if diffs:
         raise ValueError(f"{where}: checkpoint does not match this {kind} module: " + ", ".join(diffs))
+
+
+class VersionedFormat:
+    """Mixin for packed modules: checks the ``format`` record of a state dict against the
+    module before loading (``FORMAT_KIND``, ``FORMAT_FIELDS`` and :meth:`_format_fields`), then
+    lets the module validate what was loaded (:meth:`_validate_loaded`). Put it before
+    ``nn.Module`` in the bases."""
+
+    FORMAT_KIND = "packed"
+    FORMAT_FIELDS: tuple[str, ...] = ()  # the names of _format_fields()[1:]
+
+    def _format_fields(self) -> list[int]:
+        raise NotImplementedError
+
+    def _validate_loaded(self, where: str) -> None:
+        """Raise ValueError if the loaded tensors are inconsistent (default: nothing to check)."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key, where = prefix + "format", prefix or type(self).__name__
+        if key in state_dict:
+            check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
+                                ["version", *self.FORMAT_FIELDS], where=where)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key in state_dict and not error_msgs:
+            self._validate_loaded(where)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of what the layer stores for inference (see :meth:`_stored_tensors`)."""
+        return sum(t.numel() * t.element_size() for t in self._stored_tensors() if t is not None)
+
+    def _stored_tensors(self) -> list:
+        raise NotImplementedError

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..backend import needs_dispatcher
-from ..formats import check_format_tensor, format_tensor
+from ..formats import VersionedFormat, format_tensor
 from .format import pack_conv_weight, pack_signs, packed_words, unpack_signs
 from .op import binary_conv2d_impl, binary_linear_impl, sign_linear_impl
 from .reference import sign_pm1
@@ -41,8 +41,9 @@ class SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
-class BinaryLinear(nn.Module):
+class BinaryLinear(VersionedFormat, nn.Module):
     FORMAT_KIND = "binary_linear"
+    FORMAT_FIELDS = ("out_features", "in_features", "input_scale", "binarize_input")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, input_scale: bool = False,
                  trainable: bool = False, binarize_input: bool = True, device=None, dtype=None):
@@ -121,33 +122,20 @@ class BinaryLinear(nn.Module):
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the packed weight, its scales and the bias (the latent weight not counted)."""
-        ts = [self.weight_packed, self.weight_scale] + ([self.bias] if self.bias is not None else [])
-        return sum(t.numel() * t.element_size() for t in ts)
+    def _stored_tensors(self) -> list:  # nbytes: packed weight, scales, bias (not the latent weight)
+        return [self.weight_packed, self.weight_scale, self.bias]
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"binarize_input={self.binarize_input}, input_scale={self.input_scale}, bias={self.bias is not None}, "
                 f"trainable={self.latent_weight is not None}")
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        key = prefix + "format"
-        if key in state_dict:
-            check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
-                                ["version", "out_features", "in_features", "input_scale", "binarize_input"],
-                                where=prefix or type(self).__name__)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-
 
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-class BinaryConv2d(nn.Module):
+class BinaryConv2d(VersionedFormat, nn.Module):
     """XNOR-Net convolution (groups = 1) on bit-packed weights, a drop-in ``nn.Conv2d``.
 
     The weight keeps one bit per element, packed per kernel position over the input
@@ -159,6 +147,8 @@ class BinaryConv2d(nn.Module):
     """
 
     FORMAT_KIND = "binary_conv2d"
+    FORMAT_FIELDS = ("out_channels", "in_channels", "kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h",
+                     "padding_w", "dilation_h", "dilation_w")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, device=None, dtype=None):
@@ -202,22 +192,9 @@ class BinaryConv2d(nn.Module):
             return torch.ops.sparsekit.binary_conv2d(*args)
         return binary_conv2d_impl(*args)
 
-    @property
-    def nbytes(self) -> int:
-        ts = [self.weight_packed, self.weight_scale] + ([self.bias] if self.bias is not None else [])
-        return sum(t.numel() * t.element_size() for t in ts)
+    def _stored_tensors(self) -> list:  # nbytes: packed weight, scales, bias
+        return [self.weight_packed, self.weight_scale, self.bias]
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        key = prefix + "format"
-        if key in state_dict:
-            check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
-                                ["version", "out_channels", "in_channels", "kernel_h", "kernel_w", "stride_h",
-                                 "stride_w", "padding_h", "padding_w", "dilation_h", "dilation_w"],
-                                where=prefix or type(self).__name__)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)

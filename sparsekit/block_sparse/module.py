@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..formats import check_format_tensor, format_tensor
+from ..formats import VersionedFormat, format_tensor
 from .format import FORMAT_VERSION, BSRWeight, _pair, grid_shape, validate_bsr
 from ..backend import needs_dispatcher
 from .op import bsr_linear_impl
 
 
-class BlockSparseLinear(nn.Module):
+class BlockSparseLinear(VersionedFormat, nn.Module):
     """``y = x @ W.T + b`` with ``W`` block-sparse.
 
     Buffer shapes follow from the constructor arguments alone, so a model can be built
@@ -21,6 +21,7 @@ class BlockSparseLinear(nn.Module):
     """
 
     FORMAT_KIND = "bsr"
+    FORMAT_FIELDS = ("out_features", "in_features", "block_h", "block_w", "nnz_blocks")
 
     def __init__(
         self,
@@ -52,15 +53,15 @@ class BlockSparseLinear(nn.Module):
                 offsets[1:] = torch.bincount(k // max(1, Kb), minlength=Nb)[:Nb].cumsum(0).to(torch.int32)
                 self.col_indices.copy_((k % max(1, Kb)).to(torch.int32))
         self.register_buffer("row_offsets", offsets)
-        self.register_buffer("format", format_tensor(self._format_fields(nnz_blocks), device=device))
+        self.register_buffer("format", format_tensor(self._format_fields(), device=device))
         if bias:
             self.bias = nn.Parameter(torch.zeros(self.out_features, **factory))
         else:
             self.register_parameter("bias", None)
 
-    def _format_fields(self, nnz_blocks: int) -> list[int]:
+    def _format_fields(self) -> list[int]:
         bh, bw = self.block_size
-        return [FORMAT_VERSION, self.out_features, self.in_features, bh, bw, nnz_blocks]
+        return [FORMAT_VERSION, self.out_features, self.in_features, bh, bw, self.nnz_blocks]
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -72,7 +73,7 @@ class BlockSparseLinear(nn.Module):
             "values": weight.values.detach().clone(),
             "col_indices": weight.col_indices.clone(),
             "row_offsets": weight.row_offsets.clone(),
-            "format": format_tensor(mod._format_fields(weight.nnz_blocks), device=weight.values.device),
+            "format": format_tensor(mod._format_fields(), device=weight.values.device),
         }
         if bias is not None:
             state["bias"] = bias.detach().clone()
@@ -122,11 +123,8 @@ class BlockSparseLinear(nn.Module):
         Nb, Kb = grid_shape((self.out_features, self.in_features), self.block_size)
         return self.nnz_blocks / max(1, Nb * Kb)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the stored weight (values + indices) and bias."""
-        ts = [self.values, self.col_indices, self.row_offsets] + ([self.bias] if self.bias is not None else [])
-        return sum(t.numel() * t.element_size() for t in ts)
+    def _stored_tensors(self) -> list:  # nbytes: values, indices and bias
+        return [self.values, self.col_indices, self.row_offsets, self.bias]
 
     @property
     def dense_nbytes(self) -> int:
@@ -139,22 +137,12 @@ class BlockSparseLinear(nn.Module):
                 f"block_size={self.block_size}, density={self.density:.3f}, bias={self.bias is not None}")
 
     # ---------------------------------------------------------------- state dict
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        key = prefix + "format"
-        if key in state_dict:
-            check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(self.nnz_blocks),
-                                ["version", "out_features", "in_features", "block_h", "block_w", "nnz_blocks"],
-                                where=prefix or type(self).__name__)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        if not error_msgs and key in state_dict:
-            try:
-                validate_bsr(self.values, self.col_indices, self.row_offsets,
-                             (self.out_features, self.in_features), self.block_size)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{prefix or type(self).__name__}: corrupted block-sparse state: {exc}") from exc
-
+    def _validate_loaded(self, where: str) -> None:
+        try:
+            validate_bsr(self.values, self.col_indices, self.row_offsets,
+                         (self.out_features, self.in_features), self.block_size)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: corrupted block-sparse state: {exc}") from exc
 
 def prune_block_sparse(module: BlockSparseLinear, sparsity: float, norm: str = "l1") -> BlockSparseLinear:
     """A new layer that keeps, of ``module``'s stored blocks, those of largest norm so that
