@@ -120,57 +120,70 @@ void pack_signs(const PackSignsArgs& p) {
 }
 
 // BinaryConnect: real activations times +-1 weights, y = scale * (2 * sum_{bit set} x - sum x)
-// + bias. Each 16 weight bits become a lane mask and select the activations they add; MC
-// activation rows share every mask. Output rows split over threads; memory bound at small M
-// (one bit per weight is read).
-template <int MC>
-static void sign_linear_rows(const SignLinearArgs& s, int64_t m0, const float* rowsum) {
+// + bias. Each 16 weight bits become a lane mask and select the activations they add. A tile
+// of MC activation rows x NT weight rows keeps one accumulator per pair: every loaded
+// activation vector serves NT weight rows, every mask MC activation rows.
+template <int MC, int NT>
+static void sign_linear_tile(const SignLinearArgs& s, int64_t m0, int64_t n0) {
   typedef Vec<SK_VW> V;
   typedef typename V::type vw;
+  const int64_t K = s.K, Kv = K - K % 64;
+#if SK_VW != 16
   typedef int32_t vi __attribute__((vector_size(SK_VW * 4)));
   vi lane;
   SK_UNROLL
   for (int l = 0; l < SK_VW; ++l) lane[l] = 1 << l;
-  const int64_t K = s.K, Kv = K - K % 64;
-#pragma omp for schedule(static)
-  for (int64_t n = 0; n < s.N; ++n) {
-    const uint64_t* wr = s.w + n * s.W;
-    constexpr int NC = 64 / SK_VW;  // vectors per word, each with its own accumulator
-    vw acc[MC][NC];
+#endif
+  vw acc[MC][NT];
+  SK_UNROLL
+  for (int m = 0; m < MC; ++m)
     SK_UNROLL
-    for (int m = 0; m < MC; ++m)
+    for (int j = 0; j < NT; ++j) acc[m][j] = vw{};
+  for (int64_t k0 = 0; k0 < Kv; k0 += 64) {
+    uint64_t bits[NT];
+    SK_UNROLL
+    for (int j = 0; j < NT; ++j) bits[j] = s.w[(n0 + j) * s.W + k0 / 64];
+    SK_UNROLL
+    for (int c = 0; c < 64 / SK_VW; ++c) {
+      vw xv[MC];
       SK_UNROLL
-      for (int c = 0; c < NC; ++c) acc[m][c] = vw{};
-    for (int64_t k0 = 0; k0 < Kv; k0 += 64) {
-      const uint64_t bits = wr[k0 / 64];
+      for (int m = 0; m < MC; ++m) xv[m] = V::load(s.x + (m0 + m) * K + k0 + c * SK_VW);
       SK_UNROLL
-      for (int c = 0; c < NC; ++c) {
+      for (int j = 0; j < NT; ++j) {
 #if SK_VW == 16  // the 16 bits are the lane mask of a masked add
-        const unsigned short k16 = static_cast<unsigned short>(bits >> (c * 16));
+        const unsigned short k16 = static_cast<unsigned short>(bits[j] >> (c * 16));
         SK_UNROLL
-        for (int m = 0; m < MC; ++m)
-          acc[m][c] = __builtin_ia32_addps512_mask(acc[m][c], V::load(s.x + (m0 + m) * K + k0 + c * 16), acc[m][c],
-                                                   k16, 4);
+        for (int m = 0; m < MC; ++m) acc[m][j] = __builtin_ia32_addps512_mask(acc[m][j], xv[m], acc[m][j], k16, 4);
 #else
-        const vi sel = ((vi{} + static_cast<int32_t>((bits >> (c * SK_VW)) & ((1u << SK_VW) - 1u))) & lane) != 0;
+        const vi sel = ((vi{} + static_cast<int32_t>((bits[j] >> (c * SK_VW)) & ((1u << SK_VW) - 1u))) & lane) != 0;
         SK_UNROLL
-        for (int m = 0; m < MC; ++m) {
-          const vw xv = V::load(s.x + (m0 + m) * K + k0 + c * SK_VW);
-          acc[m][c] += sel ? xv : vw{};
-        }
+        for (int m = 0; m < MC; ++m) acc[m][j] += sel ? xv[m] : vw{};
 #endif
       }
     }
+  }
+  SK_UNROLL
+  for (int m = 0; m < MC; ++m)
     SK_UNROLL
-    for (int m = 0; m < MC; ++m) {
-      vw t = acc[m][0];
-      SK_UNROLL
-      for (int c = 1; c < NC; ++c) t += acc[m][c];
-      float pos = V::sum(t);
+    for (int j = 0; j < NT; ++j) {
+      const int64_t n = n0 + j;
+      float pos = V::sum(acc[m][j]);
       for (int64_t k = Kv; k < K; ++k)
-        if ((wr[k / 64] >> (k % 64)) & 1) pos += s.x[(m0 + m) * K + k];
-      s.y[(m0 + m) * s.N + n] = s.scale[n] * (2.f * pos - rowsum[m0 + m]) + (s.bias ? s.bias[n] : 0.f);
+        if ((s.w[n * s.W + k / 64] >> (k % 64)) & 1) pos += s.x[(m0 + m) * K + k];
+      s.y[(m0 + m) * s.N + n] = s.scale[n] * (2.f * pos - s.rowsum[m0 + m]) + (s.bias ? s.bias[n] : 0.f);
     }
+}
+
+// Rows m0 .. m0+MC-1 against every weight row, NT at a time (the weight rows split over threads).
+template <int MC, int NT>
+static void sign_linear_rows(const SignLinearArgs& s, int64_t m0) {
+  const int64_t tiles = s.N / NT;
+#pragma omp for schedule(static)
+  for (int64_t t = 0; t <= tiles; ++t) {
+    if (t < tiles)
+      sign_linear_tile<MC, NT>(s, m0, t * NT);
+    else
+      for (int64_t n = tiles * NT; n < s.N; ++n) sign_linear_tile<MC, 1>(s, m0, n);
   }
 }
 
@@ -185,7 +198,7 @@ void sign_linear(const SignLinearArgs& s) {
       s.rowsum[m] = t;
     }
     int64_t m = 0;
-    for (; m + 4 <= s.M; m += 4) sign_linear_rows<4>(s, m, s.rowsum);
-    for (; m < s.M; ++m) sign_linear_rows<1>(s, m, s.rowsum);
+    for (; m + 4 <= s.M; m += 4) sign_linear_rows<4, 4>(s, m);
+    for (; m < s.M; ++m) sign_linear_rows<1, 8>(s, m);
   }
 }
