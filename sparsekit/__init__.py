@@ -5,7 +5,7 @@ fails because the native CPU extension is missing; the load error is raised when
 native kernel is first needed.
 """
 
-from . import _ext, backend, binary, block_sparse, nn, pruning
+from . import _ext, backend, binary, block_sparse, nn, pruning  # noqa: F401  (_ext: the native loader)
 from .backend import get_backend, set_backend, use_backend
 from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight

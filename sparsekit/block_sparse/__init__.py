@@ -2,6 +2,7 @@
 
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel)
+from .config import BlockSparseConfig
 from .format import FORMAT_VERSION, BSRWeight, block_norms, bsr_to_dense, topk_mask, validate_bsr
 from .module import BlockSparseLinear
 from .op import bsr_linear, bsr_linear_kernels
@@ -9,6 +10,7 @@ from .reference import bsr_linear_reference, bsr_sddmm_reference, bsr_transpose_
 
 __all__ = [
     "BSRWeight",
+    "BlockSparseConfig",
     "BlockSparseLinear",
     "FORMAT_VERSION",
     "block_norms",
@@ -21,7 +23,3 @@ __all__ = [
     "topk_mask",
     "validate_bsr",
 ]
-
-from .config import BlockSparseConfig  # noqa: E402
-
-__all__.append("BlockSparseConfig")
