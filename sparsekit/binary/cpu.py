@@ -56,7 +56,8 @@ def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, ke
     N, Cin, H, W = x.shape
     nthreads = torch.get_num_threads()
     Wc = packed_words(Cin)
-    pixels = x.permute(0, 2, 3, 1).reshape(N * H * W, Cin).contiguous()
+    # channels-last pixels (free for channels_last input; PyTorch's conversion beats permute().contiguous())
+    pixels = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(N * H * W, Cin).contiguous()
     xw = torch.empty(N * H * W, Wc, dtype=torch.int64)
     C.pack_signs(pixels.numpy(), xw.numpy(), None, nthreads)
     cols, (OH, OW) = im2col_words(xw.view(N, H, W, Wc), Cin, kernel_size, stride, padding, dilation)
