@@ -9,7 +9,6 @@
 namespace sk {
 namespace {
 
-using BsrFn = void (*)(const BsrLinearArgs&);
 
 // Per-thread scratch that only grows: a fresh buffer per call would pay page faults (and
 // zero-filling) on every call.
@@ -23,14 +22,6 @@ float* scratch(size_t floats) {
   return buf.data();
 }
 
-BsrFn bsr_linear_for(Isa isa) {
-  switch (isa) {
-    case Isa::avx512vp:
-    case Isa::avx512: return avx512::bsr_linear;
-    case Isa::avx2: return avx2::bsr_linear;
-    default: return portable::bsr_linear;
-  }
-}
 
 // Validates the BSR index arrays: O(nnz), before any kernel reads through them.
 void check_bsr_indices(const int32_t* row_off, int64_t Nb, const int32_t* cols, int64_t nnz, int64_t Kb) {
@@ -101,32 +92,10 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   a.nthreads = nthreads;
   const int64_t Kp = s.Kb * s.bw;
   a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + s.Nb * s.bh) * kBsrPanel * nthreads) + 1);
-  BsrFn fn = bsr_linear_for(current_isa());
+  const auto fn = kernels(current_isa()).bsr_linear;
   {
     py::gil_scoped_release release;
     fn(a);
-  }
-}
-
-using XnorFn = void (*)(const XnorGemmArgs&);
-
-XnorFn xnor_gemm_for(Isa isa) {
-  switch (isa) {
-    case Isa::avx512vp: return avx512vp::xnor_gemm;
-    case Isa::avx512: return avx512::xnor_gemm;
-    case Isa::avx2: return avx2::xnor_gemm;
-    default: return portable::xnor_gemm;
-  }
-}
-
-using PackFn = void (*)(const PackSignsArgs&);
-
-PackFn pack_signs_for(Isa isa) {
-  switch (isa) {
-    case Isa::avx512vp:
-    case Isa::avx512: return avx512::pack_signs;
-    case Isa::avx2: return avx2::pack_signs;
-    default: return portable::pack_signs;
   }
 }
 
@@ -194,20 +163,9 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
   g.K = K;
   g.last_bits = last_bits;
   g.nthreads = nthreads;
-  XnorFn fn = xnor_gemm_for(current_isa());
+  const auto fn = kernels(current_isa()).xnor_gemm;
   py::gil_scoped_release release;
   fn(g);
-}
-
-using SignLinearFn = void (*)(const SignLinearArgs&);
-
-SignLinearFn sign_linear_for(Isa isa) {
-  switch (isa) {
-    case Isa::avx512vp:
-    case Isa::avx512: return avx512::sign_linear;
-    case Isa::avx2: return avx2::sign_linear;
-    default: return portable::sign_linear;
-  }
 }
 
 // BinaryConnect: y [M, N] = scale[n] * (x [M, K] . signs of w [N, ceil(K/64)]) + bias[n].
@@ -236,7 +194,7 @@ void sign_linear(const py::array& x, const py::array& w, const py::array& scale,
   s.nthreads = nthreads;
   std::vector<float> rowsum(static_cast<size_t>(M) + 1);
   s.rowsum = rowsum.data();
-  SignLinearFn fn = sign_linear_for(current_isa());
+  const auto fn = kernels(current_isa()).sign_linear;
   py::gil_scoped_release release;
   fn(s);
 }
@@ -263,7 +221,7 @@ void pack_signs(const py::array& x, py::array& out, const py::object& scale, int
   p.K = K;
   p.W = W;
   p.nthreads = nthreads;
-  PackFn fn = pack_signs_for(current_isa());
+  const auto fn = kernels(current_isa()).pack_signs;
   py::gil_scoped_release release;
   fn(p);
 }

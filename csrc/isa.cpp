@@ -104,4 +104,16 @@ void set_isa(const std::string& name) {
   throw std::invalid_argument("isa must be one of avx512vp, avx512, avx2, portable; got '" + name + "'");
 }
 
+const Kernels& kernels(Isa isa) {
+  static const Kernels table[] = {  // rows in Isa order: portable, avx2, avx512, avx512vp
+      {portable::bsr_linear, portable::xnor_gemm, portable::pack_signs, portable::sign_linear},
+      {avx2::bsr_linear, avx2::xnor_gemm, avx2::pack_signs, avx2::sign_linear},
+      {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear},
+      // VPOPCNTDQ changes only the XNOR GEMM
+      {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear},
+  };
+  static_assert(sizeof(table) / sizeof(table[0]) == static_cast<int>(Isa::avx512vp) + 1, "one row per Isa");
+  return table[static_cast<int>(isa)];
+}
+
 }  // namespace sk

@@ -32,4 +32,13 @@ namespace avx512vp {
 void xnor_gemm(const XnorGemmArgs& a);
 }
 
+// The kernels each ISA runs: one row per ISA in isa.cpp, the one place a new op is added.
+struct Kernels {
+  void (*bsr_linear)(const BsrLinearArgs&);
+  void (*xnor_gemm)(const XnorGemmArgs&);
+  void (*pack_signs)(const PackSignsArgs&);
+  void (*sign_linear)(const SignLinearArgs&);
+};
+const Kernels& kernels(Isa isa);
+
 }  // namespace sk
