@@ -28,12 +28,6 @@ static inline void vstore(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 // s - (+0) is exactly s for every s (unlike s + 0 for s = -0), so the compiler folds the
 // subtraction and emits a plain broadcast, from memory where s is loaded.
 static inline vf vsplat(float s) { return s - vf{}; }
-static inline float vsum(vf v) {
-  float s = 0.f;
-  for (int i = 0; i < SK_VW; ++i) s += v[i];
-  return s;
-}
-
 
 // 8 x 8 transpose in registers: dst[c * ds + r] = src[r * ss + c].
 typedef float v8 __attribute__((vector_size(32)));

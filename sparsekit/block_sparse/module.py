@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..formats import VersionedFormat, format_tensor
-from .format import FORMAT_VERSION, BSRWeight, _pair, grid_shape, validate_bsr
+from .format import FORMAT_VERSION, BSRWeight, _pair, block_rows, grid_shape, validate_bsr
 from ..backend import needs_dispatcher
 from .op import bsr_linear_impl
 
@@ -159,8 +159,6 @@ def prune_block_sparse(module: BlockSparseLinear, sparsity: float, norm: str = "
     kept = torch.zeros(module.nnz_blocks, dtype=torch.bool, device=scores.device)
     kept[order] = True
     mask = torch.zeros(Nb, Kb, dtype=torch.bool, device=scores.device)
-    from .format import block_rows
-
     rows = block_rows(w.row_offsets, w.nnz_blocks)
     mask[rows[kept], w.col_indices.long()[kept]] = True
     pruned = BSRWeight.from_dense(w.to_dense(), module.block_size, mask=mask)
