@@ -3,6 +3,12 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace sk {
 namespace {
 
@@ -35,7 +41,28 @@ bool cpu_has_avx512vp() {
 #endif
 }
 
-const Isa kAllIsas[] = {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512vp};
+// AMX needs the CPU (AMX-TILE, AMX-INT8; AVX512-VBMI for the expansion), the OS (XCR0 tile
+// state bits) and, on Linux, a per-process grant of the tile data state, requested once here.
+bool cpu_has_amx() {
+#if defined(__x86_64__) && defined(__linux__)
+  static const bool ok = [] {
+    if (!cpu_has_avx512vp() || !__builtin_cpu_supports("avx512vbmi")) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 25) & 1)) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;  // OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return false;  // XTILECFG and XTILEDATA enabled
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+const Isa kAllIsas[] = {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512vp, Isa::amx};
 
 Isa initial_isa() {
   const char* env = std::getenv("SPARSEKIT_CPU_ISA");
@@ -50,7 +77,7 @@ Isa initial_isa() {
       return isa;
     }
   }
-  throw std::invalid_argument("SPARSEKIT_CPU_ISA must be one of avx512vp, avx512, avx2, portable; got '" +
+  throw std::invalid_argument("SPARSEKIT_CPU_ISA must be one of amx, avx512vp, avx512, avx2, portable; got '" +
                               want + "'");
 }
 
@@ -61,6 +88,7 @@ bool g_isa_ready = false;
 
 std::string isa_name(Isa isa) {
   switch (isa) {
+    case Isa::amx: return "amx";
     case Isa::avx512vp: return "avx512vp";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
@@ -69,6 +97,7 @@ std::string isa_name(Isa isa) {
 }
 
 Isa best_supported_isa() {
+  if (cpu_has_amx()) return Isa::amx;
   if (cpu_has_avx512vp()) return Isa::avx512vp;
   if (cpu_has_avx512()) return Isa::avx512;
   if (cpu_has_avx2()) return Isa::avx2;
@@ -101,7 +130,7 @@ void set_isa(const std::string& name) {
       return;
     }
   }
-  throw std::invalid_argument("isa must be one of avx512vp, avx512, avx2, portable; got '" + name + "'");
+  throw std::invalid_argument("isa must be one of amx, avx512vp, avx512, avx2, portable; got '" + name + "'");
 }
 
 const Kernels& kernels(Isa isa) {
@@ -111,8 +140,10 @@ const Kernels& kernels(Isa isa) {
       {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear},
       // VPOPCNTDQ changes only the XNOR GEMM
       {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear},
+      // AMX changes only the XNOR GEMM (at 32 rows and more)
+      {avx512::bsr_linear, amx::xnor_gemm, avx512::pack_signs, avx512::sign_linear},
   };
-  static_assert(sizeof(table) / sizeof(table[0]) == static_cast<int>(Isa::avx512vp) + 1, "one row per Isa");
+  static_assert(sizeof(table) / sizeof(table[0]) == static_cast<int>(Isa::amx) + 1, "one row per Isa");
   return table[static_cast<int>(isa)];
 }
 

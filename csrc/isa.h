@@ -7,8 +7,9 @@
 namespace sk {
 
 // avx512vp: AVX-512 with VPOPCNTDQ (Ice Lake and later); it runs the avx512 kernels
-// except where a kernel has a VPOPCNTDQ variant.
-enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512vp = 3 };
+// except where a kernel has a VPOPCNTDQ variant. amx: avx512vp plus the AMX-INT8 tile unit
+// (Sapphire Rapids and later), used by the XNOR GEMM.
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512vp = 3, amx = 4 };
 
 std::string isa_name(Isa isa);
 Isa best_supported_isa();
@@ -29,6 +30,9 @@ SK_DECLARE_KERNELS(avx2)
 SK_DECLARE_KERNELS(avx512)
 #undef SK_DECLARE_KERNELS
 namespace avx512vp {
+void xnor_gemm(const XnorGemmArgs& a);
+}
+namespace amx {
 void xnor_gemm(const XnorGemmArgs& a);
 }
 

@@ -29,6 +29,9 @@ CASES = [  # (batch, C_in, C_out, H, W, kernel, stride, padding, dilation)
     (1, 7, 3, 9, 9, 5, 2, 2, 1),
     (0, 8, 4, 5, 5, 3, 1, 1, 1),
     (1, 16, 6, 4, 7, (3, 1), (1, 2), (1, 0), 1),
+    # enough pixels for the AMX kernel: output tiles that cross from one image into the next
+    (2, 20, 70, 9, 11, 3, 1, 1, 1),
+    (1, 65, 33, 23, 21, 3, 2, 1, 1),
 ]
 
 

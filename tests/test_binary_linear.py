@@ -36,6 +36,19 @@ def test_matches_xnor_net_reference(device, variant, K, M, input_scale):
 
 
 @pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("K", [65, 1000])
+@pytest.mark.parametrize("input_scale", [False, True])
+def test_matches_reference_at_tile_sizes(device, variant, K, input_scale):
+    """Enough rows for the AMX kernel and its fused float epilogue (partial tiles on both sides)."""
+    lin = nn.Linear(K, 70).to(device)
+    mod = BinaryLinear.from_dense(lin, input_scale=input_scale)
+    x = torch.randn(150, K, device=device)
+    with run_variant(variant), torch.no_grad():
+        y = mod(x)
+    torch.testing.assert_close(y.double(), _expected(x, lin, input_scale), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
 def test_batched_noncontiguous_and_zero_inputs(device, variant):
     lin = nn.Linear(130, 20, bias=False).to(device)
     mod = BinaryLinear.from_dense(lin)

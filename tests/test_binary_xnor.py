@@ -60,6 +60,18 @@ def test_xnor_gemm_is_bit_exact(device, variant, K, M, N):
 
 
 @pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("K", [1, 65, 1000])
+@pytest.mark.parametrize("M, N", [(96, 64), (130, 70), (200, 257)])
+def test_xnor_gemm_is_bit_exact_at_tile_sizes(device, variant, K, M, N):
+    """Row counts where the AMX kernel takes over (>= 96 rows), with partial tiles on every side."""
+    a, b = torch.randn(M, K, device=device), torch.randn(N, K, device=device)
+    with run_variant(variant):
+        y = torch.ops.sparsekit.xnor_gemm(pack_signs(a), pack_signs(b), K)
+    expected = (_signs(a).double() @ _signs(b).double().T).round().int()
+    assert torch.equal(y.cpu(), expected.cpu())
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
 def test_xnor_gemm_noncontiguous_packed_inputs(device, variant):
     K = 200
     pa = pack_signs(torch.randn(6, K, device=device)).t().contiguous().t()  # column-major view
@@ -73,11 +85,13 @@ def test_xnor_gemm_noncontiguous_packed_inputs(device, variant):
 
 @pytest.mark.parametrize("device, variant", VARIANTS)
 @pytest.mark.parametrize("K", [1, 65, 600])
-def test_xnor_gemm_ignores_padding_bits(device, variant, K):
-    a, b = torch.randn(5, K, device=device), torch.randn(6, K, device=device)
+@pytest.mark.parametrize("M, N, junk_in", [(5, 6, "a"), (5, 6, "b"), (120, 70, "a"), (120, 70, "b")])
+def test_xnor_gemm_ignores_padding_bits(device, variant, K, M, N, junk_in):
+    a, b = torch.randn(M, K, device=device), torch.randn(N, K, device=device)
     pa, pb = pack_signs(a), pack_signs(b)
-    junk = torch.full_like(pa[:, -1], -1) << (K % WORD_BITS) if K % WORD_BITS else 0
-    pa[:, -1] |= junk  # set every padding bit of a only
+    p = pa if junk_in == "a" else pb
+    junk = torch.full_like(p[:, -1], -1) << (K % WORD_BITS) if K % WORD_BITS else 0
+    p[:, -1] |= junk  # set every padding bit of one operand
     with run_variant(variant):
         y = torch.ops.sparsekit.xnor_gemm(pa, pb, K)
     assert torch.equal(y.cpu(), (_signs(a).double() @ _signs(b).double().T).round().int().cpu())

@@ -1,0 +1,263 @@
+// XNOR GEMM on the AMX tile unit (Sapphire Rapids and later): the +-1 vectors are expanded
+// to int8 +-1 tile by tile and multiplied with TDPBSSD, 16 x 16 x 64 multiply-accumulates per
+// instruction, about three times the VPOPCNTDQ kernel's rate on the same core. The packed
+// operands stay one bit per element in memory; only the tiles in flight are int8.
+//
+// isa.cpp selects this ISA only on a CPU that reports AMX-TILE/AMX-INT8 and AVX512-VBMI, an OS
+// that enables the tile state, and after Linux granted it (arch_prctl ARCH_REQ_XCOMP_PERM).
+// Every other kernel of this ISA is the avx512 one, and so is the XNOR GEMM below kMinRows rows.
+//
+// Layout. The product is C[i, j] = sum_k P[i, k] * Q[j, k], P and Q being a and b (an [M, N]
+// output) or b and a (a convolution's output, whose pixels m are contiguous per channel n:
+// C's rows then run along the output). P is expanded row-major into 16-row x 64-byte tiles,
+// one tile per 64-bit word of K; Q into the VNNI tiles TDPBSSD reads, where tile row r holds
+// elements 4r .. 4r+3 of each of 16 rows of Q. Padding bits past K expand to 0 on the P side,
+// so they add nothing whatever the Q side holds; padding rows are never stored.
+#include "isa_prelude.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+#include "isa.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace sk {
+namespace amx {
+
+#if defined(__x86_64__)
+static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline uint64_t low_bits_mask(int64_t bits) {  // bits in 1..64
+  return bits >= 64 ? ~uint64_t(0) : (uint64_t(1) << bits) - 1;
+}
+#define SK_UNROLL _Pragma("GCC unroll 32")
+
+// A function attribute rather than the target pragma of the other ISA files: GCC 12 refuses to
+// inline the intrinsics into C++ code under the pragma, or under an arch= target.
+#define SK_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,amx-tile,amx-int8")))
+
+constexpr int64_t kTile = 1024;          // bytes of one 16 x 64 int8 tile
+constexpr int64_t kMinRows = 96;         // fewer activation rows: the VPOPCNTDQ kernel is faster (measured)
+constexpr int64_t kQBlockBytes = 1280 << 10;  // Q rows expanded at a time: they stay in L2
+constexpr int64_t kKWords = 8;                // P words expanded at a time: 16 KB that stay in L1
+
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+SK_AMX static inline __m512i pm1(__mmask64 bits) {
+  return _mm512_mask_blend_epi8(bits, _mm512_set1_epi8(-1), _mm512_set1_epi8(1));
+}
+
+// Words w0 .. w0+kw-1 of 32 rows of P (rows >= valid are zero) into [2][kw][16][64]; the bits
+// past K in the last word of a row expand to 0.
+SK_AMX static void expand_rows(const uint64_t* src, int64_t W, int64_t valid, int64_t w0, int64_t kw,
+                               uint64_t last_mask, int8_t* dst) {
+  const __mmask64 last = _cvtu64_mask64(w0 + kw == W ? last_mask : ~uint64_t(0));
+  for (int64_t i = 0; i < 32; ++i) {
+    int8_t* row = dst + (i / 16) * kw * kTile + (i % 16) * 64;
+    if (i >= valid) {
+      for (int64_t w = 0; w < kw; ++w) _mm512_store_si512(row + w * kTile, _mm512_setzero_si512());
+      continue;
+    }
+    const uint64_t* s = src + i * W + w0;
+    for (int64_t w = 0; w + 1 < kw; ++w) _mm512_store_si512(row + w * kTile, pm1(_cvtu64_mask64(s[w])));
+    _mm512_store_si512(row + (kw - 1) * kTile, _mm512_maskz_mov_epi8(last, pm1(_cvtu64_mask64(s[kw - 1]))));
+  }
+}
+
+// 16 rows of Q (rows >= valid read as zero words) into VNNI tiles [W][16][64]: byte 4n + j of
+// tile row r is bit 4r + j of row n's word, i.e. bit 4(r % 2) + j of byte 8n + r / 2 of the 16
+// words side by side. One byte permute serves two tile rows; a bit test and a blend make each.
+SK_AMX static void expand_vnni(const uint64_t* src, int64_t W, int64_t valid, int8_t* dst) {
+  alignas(64) uint64_t words[16];
+  alignas(64) int8_t idx_bytes[64], lo_bytes[64], hi_bytes[64];
+  for (int b = 0; b < 64; ++b) {
+    idx_bytes[b] = static_cast<int8_t>(8 * (b / 4));
+    lo_bytes[b] = static_cast<int8_t>(1 << (b % 4));
+    hi_bytes[b] = static_cast<int8_t>(1 << (4 + b % 4));
+  }
+  const __m512i idx0 = _mm512_load_si512(idx_bytes), sel_lo = _mm512_load_si512(lo_bytes),
+                sel_hi = _mm512_load_si512(hi_bytes);
+  for (int64_t w = 0; w < W; ++w) {
+    for (int64_t n = 0; n < 16; ++n) words[n] = n < valid ? src[n * W + w] : 0;
+    const __m512i z0 = _mm512_load_si512(words), z1 = _mm512_load_si512(words + 8);
+    int8_t* t = dst + w * kTile;
+    SK_UNROLL
+    for (int rr = 0; rr < 8; ++rr) {
+      const __m512i g = _mm512_permutex2var_epi8(z0, _mm512_add_epi8(idx0, _mm512_set1_epi8(rr)), z1);
+      _mm512_store_si512(t + (2 * rr) * 64, pm1(_mm512_test_epi8_mask(g, sel_lo)));
+      _mm512_store_si512(t + (2 * rr + 1) * 64, pm1(_mm512_test_epi8_mask(g, sel_hi)));
+    }
+  }
+}
+
+// c[32][32] (+)= 32 expanded P rows (kw words, [2][kw][16][64]) times 2 expanded 16-row Q
+// panels (words from q0, q1 on, 1 KB apart): four accumulator tiles, each operand tile loaded
+// once per word and used twice.
+SK_AMX static inline void tile_block(const int8_t* p, const int8_t* q0, const int8_t* q1, int64_t kw, bool accumulate,
+                                     int32_t* c) {
+  const int8_t* p1 = p + kw * kTile;
+  if (accumulate) {
+    _tile_loadd(0, c, 128);
+    _tile_loadd(1, c + 16, 128);
+    _tile_loadd(2, c + 16 * 32, 128);
+    _tile_loadd(3, c + 16 * 32 + 16, 128);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t w = 0; w < kw; ++w) {
+    _tile_loadd(4, p + w * kTile, 64);
+    _tile_loadd(6, q0 + w * kTile, 64);
+    _tile_dpbssd(0, 4, 6);
+    _tile_loadd(7, q1 + w * kTile, 64);
+    _tile_dpbssd(1, 4, 7);
+    _tile_loadd(5, p1 + w * kTile, 64);
+    _tile_dpbssd(2, 5, 6);
+    _tile_dpbssd(3, 5, 7);
+  }
+  _tile_stored(0, c, 128);
+  _tile_stored(1, c + 16, 128);
+  _tile_stored(2, c + 16 * 32, 128);
+  _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+SK_AMX static inline __mmask16 first(int64_t n) { return n >= 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1); }
+
+// dst[0 .. n) = (c + corr) * scale (* row_scale[0 .. n)) + add, n <= 16
+SK_AMX static inline void store_run(float* dst, const int32_t* c, __m512i corr, int64_t n, __m512 scale,
+                                    const float* row_scale, __m512 add) {
+  const __mmask16 k = first(n);
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_maskz_loadu_epi32(k, c), corr)), scale);
+  if (row_scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, row_scale));
+  _mm512_mask_storeu_ps(dst, k, _mm512_add_ps(v, add));
+}
+
+// Writes the np x nq valid corner of C for P rows p0.. and Q rows q0... C sums +-1 products
+// over every unmasked bit, (W - 1) * 64 + last_bits of them; the op's result is K - 2 * (the
+// disagreeing bits), which differs by the unmasked padding bits (zero, hence agreeing, in both
+// operands, as in a convolution's per-tap channel padding): corr = K - unmasked bits.
+SK_AMX static void epilogue(const XnorGemmArgs& g, bool swap, int64_t p0, int64_t np, int64_t q0, int64_t nq,
+                            const int32_t* c) {
+  const __m512i corr = _mm512_set1_epi32(static_cast<int32_t>(g.K - ((g.W - 1) * 64 + g.last_bits)));
+  if (!swap) {  // rows m = p0 + i, columns n = q0 + j of an [M, N] output
+    for (int64_t i = 0; i < np; ++i) {
+      const int64_t m = p0 + i;
+      const int32_t* ci = c + i * 32;
+      for (int64_t j = 0; j < nq; j += 16) {
+        const int64_t n = q0 + j, len = imin(16, nq - j);
+        const __mmask16 k = first(len);
+        if (g.out_f == nullptr) {
+          _mm512_mask_storeu_epi32(g.out + m * g.N + n, k, _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, ci + j), corr));
+          continue;
+        }
+        __m512 scale = _mm512_maskz_loadu_ps(k, g.col_scale + n);
+        if (g.row_scale) scale = _mm512_mul_ps(scale, _mm512_set1_ps(g.row_scale[m]));
+        const __m512 add = g.bias ? _mm512_maskz_loadu_ps(k, g.bias + n) : _mm512_setzero_ps();
+        store_run(g.out_f + m * g.N + n, ci + j, corr, len, scale, nullptr, add);
+      }
+    }
+    return;
+  }
+  // rows n = p0 + i (channels), columns m = q0 + j (pixels) of an NCHW output; a run of
+  // pixels is contiguous until it crosses into the next image
+  const int64_t hw = g.out_hw;
+  for (int64_t i = 0; i < np; ++i) {
+    const int64_t n = p0 + i;
+    const __m512 scale = _mm512_set1_ps(g.col_scale[n]), add = _mm512_set1_ps(g.bias ? g.bias[n] : 0.f);
+    for (int64_t j = 0; j < nq;) {
+      const int64_t m = q0 + j, len = imin(imin(16, nq - j), hw - m % hw);
+      store_run(g.out_f + (m / hw) * g.N * hw + n * hw + m % hw, c + i * 32 + j, corr, len, scale,
+                g.row_scale ? g.row_scale + m : nullptr, add);
+      j += len;
+    }
+  }
+}
+
+// Caller-thread buffer, grown as needed and kept (a fresh allocation per call would fault its
+// pages in every time).
+static int8_t* scratch(int64_t bytes) {
+  struct Buffer {
+    int8_t* p = nullptr;
+    int64_t n = 0;
+    ~Buffer() { std::free(p); }
+  };
+  static thread_local Buffer buf;
+  if (buf.n < bytes) {
+    std::free(buf.p);
+    buf.n = 0;
+    buf.p = static_cast<int8_t*>(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64)));
+    if (buf.p == nullptr) throw std::bad_alloc();
+    buf.n = bytes;
+  }
+  return buf.p;
+}
+
+SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
+  if (g.M == 0 || g.N == 0) return;
+  // A convolution writes NCHW (out_hw > 0, float out): P = the weights so C's rows run along pixels.
+  const bool swap = g.out_hw > 0 && g.out_f != nullptr;
+  const int nt = g.nthreads > 0 ? g.nthreads : 1;
+  const int64_t p_rows = swap ? g.N : g.M, q_rows = swap ? g.M : g.N;
+  if (g.M < kMinRows || (g.out_hw > 0 && !swap) || q_rows < 32 * nt) return avx512vp::xnor_gemm(g);
+  const int64_t W = g.W;
+  const uint64_t* P = swap ? g.b : g.a;
+  const uint64_t* Q = swap ? g.a : g.b;
+  // Threads split Q into blocks, each expanded once into the thread's own buffer (L2) and run
+  // against every P block: expanded data never moves between cores. P is expanded kKWords words
+  // at a time (L1); the C tiles of a block wait in memory between those steps.
+  const int64_t q_per_thread = (q_rows + nt - 1) / nt;
+  const int64_t q_block = imin((q_per_thread + 31) / 32 * 32, std::max<int64_t>(32, kQBlockBytes / (W * 64) / 32 * 32));
+  const int64_t q_blocks = (q_rows + q_block - 1) / q_block, p_blocks = (p_rows + 31) / 32;
+  const int64_t q_bytes = q_block * W * 64, p_bytes = 2 * kKWords * kTile, c_bytes = (q_block / 32) * 32 * 32 * 4;
+  const int64_t t_bytes = q_bytes + p_bytes + c_bytes;
+  int8_t* buf = scratch(nt * t_bytes);
+  const uint64_t last_mask = low_bits_mask(g.last_bits);
+#pragma omp parallel num_threads(nt)
+  {
+    TileConfig cfg = {};
+    cfg.palette = 1;
+    for (int t = 0; t < 8; ++t) {
+      cfg.colsb[t] = 64;
+      cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    int8_t* qbuf = buf + omp_get_thread_num() * t_bytes;
+    int8_t* pt = qbuf + q_bytes;
+    int32_t* c = reinterpret_cast<int32_t*>(pt + p_bytes);
+#pragma omp for schedule(dynamic)
+    for (int64_t qb = 0; qb < q_blocks; ++qb) {
+      const int64_t q0 = qb * q_block, qn = imin(q_block, q_rows - q0), panels = (qn + 31) / 32 * 2;
+      for (int64_t s = 0; s < panels; ++s)
+        expand_vnni(Q + (q0 + 16 * s) * W, W, imin(16, qn - 16 * s), qbuf + s * W * kTile);
+      for (int64_t pb = 0; pb < p_blocks; ++pb) {
+        const int64_t p0 = pb * 32, np = imin(32, p_rows - p0);
+        for (int64_t w0 = 0; w0 < W; w0 += kKWords) {
+          const int64_t kw = imin(kKWords, W - w0);
+          expand_rows(P + p0 * W, W, np, w0, kw, last_mask, pt);
+          for (int64_t s = 0; s < panels; s += 2)
+            tile_block(pt, qbuf + (s * W + w0) * kTile, qbuf + ((s + 1) * W + w0) * kTile, kw, w0 > 0,
+                       c + (s / 2) * 1024);
+        }
+        for (int64_t s = 0; s < panels; s += 2)
+          epilogue(g, swap, p0, np, q0 + 16 * s, imin(32, qn - 16 * s), c + (s / 2) * 1024);
+      }
+    }
+    _tile_release();
+  }
+}
+
+#else
+void xnor_gemm(const XnorGemmArgs&) {}  // never selected off x86
+#endif
+
+}  // namespace amx
+}  // namespace sk
