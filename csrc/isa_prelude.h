@@ -2,6 +2,8 @@
 // nothing declared here is compiled for a particular instruction set.
 #pragma once
 #include <cstdint>
+#include <cstddef>
+#include <vector>
 
 #include "kernel_args.h"
 

@@ -183,6 +183,21 @@ def test_binary_connect_matches_reference(device, variant, K, M):
 
 
 @pytest.mark.parametrize("device, variant", SIGN_VARIANTS)
+@pytest.mark.parametrize("K", [1, 65, 300])
+def test_binary_connect_ignores_padding_bits(device, variant, K):
+    """The weight's bits past K may hold anything (a hand-built buffer): they must add nothing."""
+    x, w = torch.randn(6, K, device=device), torch.randn(40, K, device=device)
+    wp, scale, bias = pack_signs(w), w.abs().mean(1), torch.randn(40, device=device)
+    junk = wp.clone()
+    if K % 64:
+        junk[:, -1] |= torch.full_like(junk[:, -1], -1) << (K % 64)
+    with run_variant(variant):
+        y = torch.ops.sparsekit.sign_linear(x, junk, scale, bias, K)
+    expected = (x.double() @ sign_pm1(w.double()).T) * scale.double() + bias.double()
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("device, variant", SIGN_VARIANTS)
 def test_binary_connect_batched_noncontiguous(device, variant):
     lin = nn.Linear(100, 7, bias=False).to(device)
     mod = BinaryLinear.from_dense(lin, binarize_input=False)
