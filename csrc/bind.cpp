@@ -226,6 +226,50 @@ void pack_signs(const py::array& x, py::array& out, const py::object& scale, int
   fn(p);
 }
 
+// x float32 [N, C, H, W] -> out int64 [N * OH * OW, row_words]: the packed signs of every
+// output pixel's receptive field (see ConvIm2colArgs).
+void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>& kernel,
+                 const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                 const std::vector<int64_t>& dilation, bool nhwc, int nthreads) {
+  check_array<float>(x, "x", 4);
+  check_array<int64_t>(out, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  SK_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+           "kernel, stride, padding and dilation must have 2 entries each");
+  for (int i = 0; i < 2; ++i)
+    SK_CHECK(kernel[i] >= 1 && stride[i] >= 1 && padding[i] >= 0 && dilation[i] >= 1,
+             "need kernel >= 1, stride >= 1, padding >= 0, dilation >= 1, got kernel=" << kernel[i] << " stride="
+                 << stride[i] << " padding=" << padding[i] << " dilation=" << dilation[i]);
+  ConvIm2colArgs a{};
+  a.N = x.shape(0);
+  a.C = x.shape(nhwc ? 3 : 1);
+  a.H = x.shape(nhwc ? 1 : 2);
+  a.W = x.shape(nhwc ? 2 : 3);
+  a.nhwc = nhwc;
+  a.Wc = (a.C + 63) / 64;
+  a.kh = kernel[0], a.kw = kernel[1], a.sh = stride[0], a.sw = stride[1];
+  a.ph = padding[0], a.pw = padding[1], a.dh = dilation[0], a.dw = dilation[1];
+  a.OH = (a.H + 2 * a.ph - a.dh * (a.kh - 1) - 1) / a.sh + 1;
+  a.OW = (a.W + 2 * a.pw - a.dw * (a.kw - 1) - 1) / a.sw + 1;
+  SK_CHECK(a.C >= 1, "x must have at least one channel");
+  SK_CHECK(a.H + 2 * a.ph >= a.dh * (a.kh - 1) + 1 && a.W + 2 * a.pw >= a.dw * (a.kw - 1) + 1,
+           "the padded input (" << a.H + 2 * a.ph << " x " << a.W + 2 * a.pw << ") is smaller than the dilated kernel");
+  check_dim(out, "out", 0, a.N * a.OH * a.OW);
+  a.row_words = out.shape(1);
+  SK_CHECK(a.row_words >= a.kh * a.kw * a.Wc,
+           "out must hold at least kh*kw*ceil(C/64) = " << a.kh * a.kw * a.Wc << " words per row, got " << a.row_words);
+  static thread_local std::vector<uint64_t> pix;
+  const size_t need = static_cast<size_t>(a.N * a.H * a.W * a.Wc);
+  if (pix.size() < need) pix.resize(need);
+  a.x = static_cast<const float*>(x.data());
+  a.pix = pix.data();
+  a.out = static_cast<uint64_t*>(out.mutable_data());
+  a.nthreads = nthreads;
+  const auto fn = kernels(current_isa()).conv_im2col;
+  py::gil_scoped_release release;
+  fn(a);
+}
+
 void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
                      int nthreads) {
   check_array<float>(out, "out", 2, /*writable=*/true);
@@ -262,6 +306,20 @@ PYBIND11_MODULE(_C, m) {
         py::arg("nthreads"), "BinaryConnect: out = scale * (x . sign(w)) + bias, w packed 64 signs per word.");
   m.def("pack_signs", &sk::pack_signs, py::arg("x"), py::arg("out"), py::arg("scale"), py::arg("nthreads"),
         "out = signs of x packed 64 per int64 word (bit 1 where x >= 0); scale[r] = mean |x[r]|.");
+  m.def(
+      "xnor_row_words",
+      [](int64_t words, int64_t M, int64_t N, bool conv_out, int nthreads) {
+        // the AMX tiles take any row length; the vector kernels prefer whole 8-word vectors
+        if (sk::current_isa() == sk::Isa::amx && sk::amx::takes(M, N, conv_out, nthreads)) return words;
+        return (words + 7) / 8 * 8;
+      },
+      py::arg("words"), py::arg("M"), py::arg("N"), py::arg("conv_out"), py::arg("nthreads"),
+      "Row length (words) the XNOR GEMM runs fastest on for these sizes: words, or rounded up to 8.");
+  m.def("conv_im2col", &sk::conv_im2col, py::arg("x"), py::arg("out"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("nhwc"), py::arg("nthreads"),
+        "out[N*OH*OW, row_words] = packed signs of each output pixel's receptive field in x [N, C, H, W]\n"
+        "(or [N, H, W, C] with nhwc) "
+        "(padding pixels +1, zero words past kh*kw*ceil(C/64)).");
   m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
         py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

@@ -24,6 +24,7 @@ void set_isa(const std::string& name);  // throws std::invalid_argument
   void xnor_gemm(const XnorGemmArgs& a);   \
   void pack_signs(const PackSignsArgs& a); \
   void sign_linear(const SignLinearArgs& a); \
+  void conv_im2col(const ConvIm2colArgs& a); \
   }
 SK_DECLARE_KERNELS(portable)
 SK_DECLARE_KERNELS(avx2)
@@ -34,6 +35,7 @@ void xnor_gemm(const XnorGemmArgs& a);
 }
 namespace amx {
 void xnor_gemm(const XnorGemmArgs& a);
+bool takes(int64_t M, int64_t N, bool conv_out, int nthreads);  // whether xnor_gemm runs on the tiles
 }
 
 // The kernels each ISA runs: one row per ISA in isa.cpp, the one place a new op is added.
@@ -42,6 +44,7 @@ struct Kernels {
   void (*xnor_gemm)(const XnorGemmArgs&);
   void (*pack_signs)(const PackSignsArgs&);
   void (*sign_linear)(const SignLinearArgs&);
+  void (*conv_im2col)(const ConvIm2colArgs&);
 };
 const Kernels& kernels(Isa isa);
 

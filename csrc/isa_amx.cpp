@@ -201,13 +201,18 @@ static int8_t* scratch(int64_t bytes) {
   return buf.p;
 }
 
+bool takes(int64_t M, int64_t N, bool conv_out, int nthreads) {
+  const int64_t q_rows = conv_out ? M : N;
+  return M >= kMinRows && q_rows >= 32 * std::max(nthreads, 1);
+}
+
 SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
   if (g.M == 0 || g.N == 0) return;
   // A convolution writes NCHW (out_hw > 0, float out): P = the weights so C's rows run along pixels.
   const bool swap = g.out_hw > 0 && g.out_f != nullptr;
   const int nt = g.nthreads > 0 ? g.nthreads : 1;
   const int64_t p_rows = swap ? g.N : g.M, q_rows = swap ? g.M : g.N;
-  if (g.M < kMinRows || (g.out_hw > 0 && !swap) || q_rows < 32 * nt) return avx512vp::xnor_gemm(g);
+  if (!takes(g.M, g.N, swap, nt) || (g.out_hw > 0 && !swap)) return avx512vp::xnor_gemm(g);
   const int64_t W = g.W;
   const uint64_t* P = swap ? g.b : g.a;
   const uint64_t* Q = swap ? g.a : g.b;
@@ -256,6 +261,7 @@ SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
 }
 
 #else
+bool takes(int64_t, int64_t, bool, int) { return false; }
 void xnor_gemm(const XnorGemmArgs&) {}  // never selected off x86
 #endif
 

@@ -23,6 +23,7 @@ void bsr_linear(const BsrLinearArgs&) {}  // never selected off x86
 void xnor_gemm(const XnorGemmArgs&) {}
 void pack_signs(const PackSignsArgs&) {}
 void sign_linear(const SignLinearArgs&) {}
+void conv_im2col(const ConvIm2colArgs&) {}
 #endif
 
 }  // namespace avx2

@@ -67,4 +67,19 @@ struct PackSignsArgs {
   int nthreads;
 };
 
+// Word im2col of a binarized NCHW image batch: each pixel's channels packed 64 per word (bit 1
+// where x >= 0, as pack_signs) into pix, then out[r] = the words of output pixel r's receptive
+// field in kernel order (kh, kw), padding pixels as +1 (all valid channel bits set), and zero
+// words up to row_words.
+struct ConvIm2colArgs {
+  const float* x;  // [N, C, H, W], or [N, H, W, C] with nhwc (a channels_last tensor's memory)
+  uint64_t* pix;   // scratch [N * H * W, Wc]
+  uint64_t* out;   // [N * OH * OW, row_words]
+  int64_t N, C, H, W, Wc;
+  int64_t kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+  int64_t row_words;  // >= kh * kw * Wc
+  bool nhwc;
+  int nthreads;
+};
+
 }  // namespace sk

@@ -119,6 +119,74 @@ void pack_signs(const PackSignsArgs& p) {
   }
 }
 
+// Packs each pixel's channels of an NCHW batch: for a chunk of kPackChunk pixels and one word
+// of channels, two 32-bit planes (channels 0-31 and 32-63 of the word) stay in L1 while every
+// channel's contiguous values compare, SK_VW at a time, and set their bit; then the planes
+// interleave into the pixels' words. Then gathers receptive fields word by word.
+constexpr int64_t kPackChunk = 512;
+
+void conv_im2col(const ConvIm2colArgs& a) {
+  typedef Vec<SK_VW> V;
+  typedef typename V::type vw;
+  typedef int32_t viu __attribute__((vector_size(SK_VW * 4), aligned(4), may_alias));
+  const int64_t HW = a.H * a.W, Wc = a.Wc, chunks = (HW + kPackChunk - 1) / kPackChunk;
+  const int64_t rows = a.N * a.OH * a.OW, taps = a.kh * a.kw;
+#pragma omp parallel num_threads(a.nthreads)
+  {
+    if (a.nhwc) {  // each pixel's channels are contiguous: pack them as rows
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < a.N * HW; ++p)
+        for (int64_t w = 0; w < Wc; ++w) {
+          const float* xs = a.x + p * a.C + 64 * w;
+          const int64_t nc = imin(64, a.C - 64 * w);
+          uint64_t bits = 0;
+          if (nc == 64) {
+            bits = sign_bits64(xs);
+          } else {
+            for (int64_t c = 0; c < nc; ++c) bits |= static_cast<uint64_t>(xs[c] >= 0.f) << c;
+          }
+          a.pix[p * Wc + w] = bits;
+        }
+    }
+    alignas(64) uint32_t plane[2][kPackChunk];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < (a.nhwc ? 0 : a.N * chunks); ++b) {
+      const int64_t n = b / chunks, p0 = (b % chunks) * kPackChunk, np = imin(kPackChunk, HW - p0);
+      const int64_t nv = np - np % SK_VW;
+      const float* xs = a.x + n * a.C * HW + p0;
+      uint64_t* dst = a.pix + (n * HW + p0) * Wc;
+      for (int64_t w = 0; w < Wc; ++w) {
+        for (int64_t i = 0; i < np; ++i) plane[0][i] = plane[1][i] = 0;
+        for (int64_t c = 64 * w; c < imin(a.C, 64 * w + 64); ++c) {
+          uint32_t* pl = plane[(c >> 5) & 1];
+          const int32_t bit = static_cast<int32_t>(1u << (c & 31));
+          const float* xc = xs + c * HW;
+          for (int64_t i = 0; i < nv; i += SK_VW)
+            *reinterpret_cast<viu*>(pl + i) |= (V::load(xc + i) >= vw{}) & bit;
+          for (int64_t i = nv; i < np; ++i) pl[i] |= xc[i] >= 0.f ? static_cast<uint32_t>(bit) : 0u;
+        }
+        for (int64_t i = 0; i < np; ++i) dst[i * Wc + w] = plane[0][i] | static_cast<uint64_t>(plane[1][i]) << 32;
+      }
+    }
+    // (implicit barrier: every pixel is packed before any is gathered)
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = r / (a.OH * a.OW), oh = (r / a.OW) % a.OH, ow = r % a.OW;
+      uint64_t* dst = a.out + r * a.row_words;
+      for (int64_t t = 0; t < taps; ++t, dst += Wc) {
+        const int64_t ih = oh * a.sh - a.ph + (t / a.kw) * a.dh, iw = ow * a.sw - a.pw + (t % a.kw) * a.dw;
+        if (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W) {
+          const uint64_t* src = a.pix + ((n * a.H + ih) * a.W + iw) * Wc;
+          for (int64_t w = 0; w < Wc; ++w) dst[w] = src[w];
+        } else {  // a zero-padding pixel binarizes to +1 in every channel
+          for (int64_t w = 0; w < Wc; ++w) dst[w] = low_bits_mask(imin(64, a.C - 64 * w));
+        }
+      }
+      for (int64_t w = taps * Wc; w < a.row_words; ++w) a.out[r * a.row_words + w] = 0;
+    }
+  }
+}
+
 #if SK_VW == 16
 // BinaryConnect on AVX-512 by table lookup: for every group of 4 activations of a row, the 16
 // signed sums +-x0 +-x1 +-x2 +-x3 form one 16-float table (the group's 4 weight bits are its

@@ -5,9 +5,11 @@ import torch
 from torch import nn
 
 import sparsekit
-from sparsekit.binary import BinaryConfig, binary_conv2d_kernels, sign_pm1
+from sparsekit import _ext
+from sparsekit.binary import BinaryConfig, binary_conv2d_kernels, pack_signs, sign_pm1
+from sparsekit.binary.format import im2col_words
 from sparsekit.nn import BinaryConv2d
-from sparsekit.testing import devices, kernel_variants, run_variant
+from sparsekit.testing import cpu_isas, devices, kernel_variants, run_variant
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(binary_conv2d_kernels, d) if v != "reference"]
 
@@ -56,6 +58,52 @@ def test_channels_last_and_noncontiguous_input(device, variant):
     x = torch.randn(2, 70, 8, 12, device=device)[..., ::2].to(memory_format=torch.channels_last)
     with run_variant(variant), torch.no_grad():
         torch.testing.assert_close(mod(x).double(), _expected(x, conv), rtol=1e-5, atol=1e-4)
+
+
+IM2COL_CASES = [  # (batch, C_in, H, W, kernel, stride, padding, dilation)
+    (2, 3, 7, 9, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, 65, 11, 10, (3, 3), (2, 2), (1, 1), (1, 1)),
+    (1, 130, 6, 6, (3, 3), (1, 1), (0, 0), (2, 2)),
+    (1, 16, 4, 7, (3, 1), (1, 2), (1, 0), (1, 1)),
+    (1, 256, 17, 19, (3, 3), (1, 1), (1, 1), (1, 1)),  # 323 pixels: whole vectors and a tail
+    (0, 8, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+@pytest.mark.parametrize("isa", cpu_isas())
+@pytest.mark.parametrize("case", IM2COL_CASES)
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_native_im2col_matches_word_im2col(isa, case, nhwc):
+    """The native pack + gather (from NCHW or channels-last memory) equals packing every pixel
+    with pack_signs and gathering words in PyTorch, zeros and -0.0 included."""
+    B, Cin, H, W, k, s, p, d = case
+    x = torch.randn(B, Cin, H, W)
+    x[x.abs() < 0.05] = 0.0
+    x.view(-1)[::97] = -0.0
+    expected, (OH, OW) = im2col_words(pack_signs(x.permute(0, 2, 3, 1).contiguous()), Cin, k, s, p, d)
+    out = torch.full((B * OH * OW, expected.shape[1]), -1, dtype=torch.int64)
+    xin = x.permute(0, 2, 3, 1).contiguous() if nhwc else x
+    with _ext.use_cpu_isa(isa):
+        _ext.native().conv_im2col(xin.numpy(), out.numpy(), list(k), list(s), list(p), list(d), nhwc, 2)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+def test_native_im2col_checks_arguments():
+    C = _ext.native()
+    x = torch.randn(1, 3, 5, 5).numpy()
+    with pytest.raises(ValueError, match=r"out.shape\[0\] must be 25"):
+        C.conv_im2col(x, torch.empty(24, 9, dtype=torch.int64).numpy(), [3, 3], [1, 1], [1, 1], [1, 1], False, 1)
+    with pytest.raises(ValueError, match="at least kh\\*kw\\*ceil\\(C/64\\) = 9 words"):
+        C.conv_im2col(x, torch.empty(25, 8, dtype=torch.int64).numpy(), [3, 3], [1, 1], [1, 1], [1, 1], False, 1)
+    with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+        C.conv_im2col(x, torch.empty(1, 9, dtype=torch.int64).numpy(), [3, 3], [1, 1], [0, 0], [3, 3], False, 1)
+    with pytest.raises(ValueError, match="stride >= 1"):
+        C.conv_im2col(x, torch.empty(25, 9, dtype=torch.int64).numpy(), [3, 3], [0, 1], [1, 1], [1, 1], False, 1)
+    with pytest.raises(TypeError, match="x must be float32"):
+        C.conv_im2col(x.astype("float64"), torch.empty(25, 9, dtype=torch.int64).numpy(), [3, 3], [1, 1], [1, 1],
+                      [1, 1], False, 1)
 
 
 def test_opcheck_and_reference_backend():

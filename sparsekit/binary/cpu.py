@@ -9,7 +9,7 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from .format import im2col_words, packed_words, pad_conv_rows
+from .format import packed_words
 from .op import binary_conv2d_kernels, binary_linear_kernels, sign_linear_kernels, xnor_gemm_kernels
 
 
@@ -48,26 +48,30 @@ def binary_linear_cpu(x, weight_packed, weight_scale, bias, in_features: int, in
 @binary_conv2d_kernels.register("cpu", ("cpu",), available=_ext.available, supports=_is_fp32)
 def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, kernel_size, stride, padding,
                       dilation):
-    """Packs each pixel's channels once (channels last), gathers the receptive fields as words,
-    then one XNOR GEMM whose scale/bias epilogue writes the NCHW output."""
+    """Packs each pixel's channels and gathers the receptive fields as words in one native pass
+    (from NCHW, or from channels_last memory as it is), then one XNOR GEMM whose scale/bias
+    epilogue writes the NCHW output."""
     C = _ext.native()
     if x.dtype != torch.float32:
         raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
     N, Cin, H, W = x.shape
     nthreads = torch.get_num_threads()
-    Wc = packed_words(Cin)
-    # channels-last pixels (free for channels_last input; PyTorch's conversion beats permute().contiguous())
-    pixels = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(N * H * W, Cin).contiguous()
-    xw = torch.empty(N * H * W, Wc, dtype=torch.int64)
-    C.pack_signs(pixels.numpy(), xw.numpy(), None, nthreads)
-    cols, (OH, OW) = im2col_words(xw.view(N, H, W, Wc), Cin, kernel_size, stride, padding, dilation)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    xin = x.permute(0, 2, 3, 1) if nhwc else x.contiguous()
     C_out = weight_packed.shape[0]
+    row_words = C.xnor_row_words(kh * kw * packed_words(Cin), N * OH * OW, C_out, True, nthreads)
+    cols = torch.empty(N * OH * OW, row_words, dtype=torch.int64)
+    C.conv_im2col(xin.detach().numpy(), cols.numpy(), [kh, kw], [sh, sw], [ph, pw], [dh, dw], nhwc, nthreads)
     out = torch.empty(N, C_out, OH, OW, dtype=torch.float32)
-    K = kernel_size[0] * kernel_size[1] * Cin
     # every padding bit is zero in both operands: nothing to mask (last_bits=64); the epilogue
     # writes NCHW directly (out_hw)
-    w = pad_conv_rows(weight_packed, Cin, *kernel_size)
-    C.xnor_gemm(cols.numpy(), as_numpy(w), out.numpy(), K, nthreads, as_numpy(weight_scale), None,
+    w = weight_packed
+    if row_words > w.shape[1]:
+        w = torch.nn.functional.pad(w, (0, row_words - w.shape[1]))
+    C.xnor_gemm(cols.numpy(), as_numpy(w), out.numpy(), kh * kw * Cin, nthreads, as_numpy(weight_scale), None,
                 None if bias is None else as_numpy(bias), 64, OH * OW)
     return out
 
