@@ -28,6 +28,6 @@ class BinaryConfig(Config):
 @register_handler(BinaryConfig)
 def _convert(module: nn.Module, config: BinaryConfig) -> nn.Module:
     if isinstance(module, nn.Conv2d):
-        return BinaryConv2d.from_dense(module)
+        return BinaryConv2d.from_dense(module, trainable=config.trainable)
     return BinaryLinear.from_dense(module, binarize_input=config.binarize_input, input_scale=config.input_scale,
                                    trainable=config.trainable)

@@ -15,6 +15,8 @@ runs on packed weights.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -41,7 +43,31 @@ class SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
-class BinaryLinear(VersionedFormat, nn.Module):
+class _LatentWeight:
+    """Training support shared by the binary modules: with a latent float weight (``trainable``)
+    the module trains through :class:`SignSTE`; ``eval()`` packs the current latent weight and
+    ``freeze()`` packs it for good and drops it."""
+
+    latent_weight: Optional[nn.Parameter]
+
+    def _pack(self, w: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def freeze(self):
+        """Packs the latent weight and drops it: the layer becomes inference-only."""
+        if self.latent_weight is not None:
+            self._pack(self.latent_weight)
+            self.latent_weight = None
+        return self
+
+    def train(self, mode: bool = True):
+        if not mode and self.latent_weight is not None:
+            self._pack(self.latent_weight)  # eval runs the packed kernel on the current weights
+        return super().train(mode)
+
+
+class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
     FORMAT_KIND = "binary_linear"
     FORMAT_FIELDS = ("out_features", "in_features", "input_scale", "binarize_input")
 
@@ -88,19 +114,6 @@ class BinaryLinear(VersionedFormat, nn.Module):
         self.weight_packed.copy_(pack_signs(w))
         self.weight_scale.copy_(w.abs().mean(dim=1))
 
-    @torch.no_grad()
-    def freeze(self) -> "BinaryLinear":
-        """Packs the latent weight and drops it: the layer becomes inference-only."""
-        if self.latent_weight is not None:
-            self._pack(self.latent_weight)
-            self.latent_weight = None
-        return self
-
-    def train(self, mode: bool = True):
-        if not mode and self.latent_weight is not None:
-            self._pack(self.latent_weight)  # eval runs the packed kernel on the current weights
-        return super().train(mode)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.latent_weight is not None and self.training:
             w = self.latent_weight
@@ -135,7 +148,7 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-class BinaryConv2d(VersionedFormat, nn.Module):
+class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
     """XNOR-Net convolution (groups = 1) on bit-packed weights, a drop-in ``nn.Conv2d``.
 
     The weight keeps one bit per element, packed per kernel position over the input
@@ -144,6 +157,9 @@ class BinaryConv2d(VersionedFormat, nn.Module):
     input is padded with zeros *before* binarization, and sign(0) = +1, so padded
     positions count as +1 (the reference :func:`binary_conv2d_reference` does the same).
     Stride, padding and dilation as in ``nn.Conv2d`` (``padding_mode="zeros"``).
+
+    ``trainable=True`` keeps a latent float weight and trains through the clipped
+    straight-through estimator (the same padding semantics); ``eval()``/``freeze()`` pack it.
     """
 
     FORMAT_KIND = "binary_conv2d"
@@ -151,7 +167,7 @@ class BinaryConv2d(VersionedFormat, nn.Module):
                      "padding_w", "dilation_h", "dilation_w")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, device=None, dtype=None):
+                 bias: bool = True, trainable: bool = False, device=None, dtype=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
@@ -163,13 +179,22 @@ class BinaryConv2d(VersionedFormat, nn.Module):
         self.register_buffer("weight_scale", torch.ones(self.out_channels, **factory))
         self.register_buffer("format", format_tensor(self._format_fields(), device=device))
         self.bias = nn.Parameter(torch.zeros(self.out_channels, **factory)) if bias else None
+        self.latent_weight = (nn.Parameter(torch.zeros(self.out_channels, self.in_channels, kh, kw, **factory))
+                              if trainable else None)
 
     def _format_fields(self) -> list[int]:
         return [FORMAT_VERSION, self.out_channels, self.in_channels, *self.kernel_size, *self.stride, *self.padding,
                 *self.dilation]
 
+    @torch.no_grad()
+    def _pack(self, w: torch.Tensor) -> None:
+        self.weight_packed.copy_(pack_conv_weight(w))
+        self.weight_scale.copy_(w.abs().mean(dim=(1, 2, 3)))
+
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d) -> "BinaryConv2d":
+    def from_dense(cls, conv: nn.Conv2d, trainable: bool = False) -> "BinaryConv2d":
+        """sign(W) packed per kernel position, alpha = mean |W| per output channel; with
+        ``trainable`` the dense weight is kept as the latent weight for straight-through training."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
@@ -177,15 +202,22 @@ class BinaryConv2d(VersionedFormat, nn.Module):
                              f"groups={conv.groups}, padding_mode={conv.padding_mode!r}, padding={conv.padding!r}")
         w = conv.weight.detach()
         mod = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                  bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+                  bias=conv.bias is not None, trainable=trainable, device=w.device, dtype=w.dtype)
         with torch.no_grad():
-            mod.weight_packed.copy_(pack_conv_weight(w))
-            mod.weight_scale.copy_(w.abs().mean(dim=(1, 2, 3)))
+            if trainable:
+                mod.latent_weight.copy_(w)
+            mod._pack(w)
             if conv.bias is not None:
                 mod.bias.copy_(conv.bias)
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.latent_weight is not None and self.training:
+            w = self.latent_weight
+            wb = SignSTE.apply(w) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+            ph, pw = self.padding
+            xb = SignSTE.apply(nn.functional.pad(x, (pw, pw, ph, ph)))  # zero padding, then sign: +1
+            return nn.functional.conv2d(xb, wb, self.bias, self.stride, 0, self.dilation)
         args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_channels, list(self.kernel_size),
                 list(self.stride), list(self.padding), list(self.dilation))
         if needs_dispatcher(x, self.bias):
@@ -197,4 +229,5 @@ class BinaryConv2d(VersionedFormat, nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
+                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, "
+                f"trainable={self.latent_weight is not None}")
