@@ -4,27 +4,38 @@ XNOR-Net BinaryLinear module (groups ``binary_linear/...``) with the packing of 
 Groups ``xnor/...``: K = N = 4096 (1024 in quick mode), one group per M. Providers:
 ``torch_fp32`` (F.linear on the +-1 matrices as float32, the baseline) and
 ``sparsekit_xnor`` (``torch.ops.sparsekit.xnor_gemm`` on bit-packed operands; packing
-excluded here: the modules' benchmarks will include it). extra_info carries the binary
-multiply-accumulates per second of the median.
+excluded here: the modules' benchmarks will include it); on CPUs with AMX also
+``sparsekit_xnor_vpopcntdq`` (the same op with the AMX tiles switched off, M >= 256).
+extra_info carries the binary multiply-accumulates per second of the median.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 from harness import DEVICES, QUICK, measure
 
+from sparsekit import _ext
 from sparsekit.binary import pack_signs
 
 SIZE = 1024 if QUICK else 4096
 MS = [1, 8, 256] if QUICK else [1, 8, 256, 1024]
 
 
+def _has_amx() -> bool:
+    return _ext.available() and "amx" in _ext.supported_isas()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M", MS)
-@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_xnor"])
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_xnor", "sparsekit_xnor_vpopcntdq"])
 def test_xnor_gemm(benchmark, device, M, provider):
+    """``sparsekit_xnor_vpopcntdq``: the same op with the AMX tiles switched off (CPUs with AMX only)."""
+    if provider == "sparsekit_xnor_vpopcntdq" and (device != "cpu" or not _has_amx() or M < 256):
+        pytest.skip("the AVX-512 VPOPCNTDQ comparison runs where the AMX kernel does (CPU, M >= 256)")
     torch.manual_seed(0)
     a = torch.randn(M, SIZE, device=device).sign()
     b = torch.randn(SIZE, SIZE, device=device).sign()
@@ -33,8 +44,9 @@ def test_xnor_gemm(benchmark, device, M, provider):
     else:
         pa, pb = pack_signs(a), pack_signs(b)
         fn = lambda: torch.ops.sparsekit.xnor_gemm(pa, pb, SIZE)  # noqa: E731
-    measure(benchmark, fn, group=f"xnor/{device}/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32",
-            device=device, M=M)
+    with _ext.use_cpu_isa("avx512vp") if provider.endswith("vpopcntdq") else contextlib.nullcontext():
+        measure(benchmark, fn, group=f"xnor/{device}/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32",
+                device=device, M=M)
     benchmark.extra_info["binary_macs_per_s"] = f"{M * SIZE * SIZE / benchmark.stats.stats.median:.3e}"
 
 
@@ -73,7 +85,7 @@ def test_binary_conv2d(benchmark, provider):
 
 
 @pytest.mark.skipif("cpu" not in DEVICES, reason="CPU suite not selected (SPARSEKIT_BENCH_DEVICE)")
-@pytest.mark.parametrize("M", [1, 8])
+@pytest.mark.parametrize("M", [1, 8, 256])
 @pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_binary_connect"])
 def test_binary_connect_linear(benchmark, M, provider):
     """BinaryConnect BinaryLinear (binary weights, fp32 activations) vs nn.Linear."""

@@ -251,16 +251,17 @@ static inline void sign_lut_tile(const SignLinearArgs& s, const float* tables, i
     SK_UNROLL
     for (int h = 0; h < 2; ++h) {
       const i16v bits = h ? hi : lo;
+      i16v idx[8];
       SK_UNROLL
-      for (int j = 0; j < 8; ++j) {
-        const i16v idx = bits >> (4 * j);  // VPERMPS uses the low 4 bits
-        const int64_t t = w * 16 + h * 8 + j;
+      for (int j = 0; j < 8; ++j) idx[j] = bits >> (4 * j);  // VPERMPS uses the low 4 bits
+      const float* tw = tables + (w * 16 + h * 8) * 16;
+      SK_UNROLL
+      for (int m = 0; m < MC; ++m)  // row by row: 8 lookups per row keep the live registers few
         SK_UNROLL
-        for (int m = 0; m < MC; ++m) {
-          const f16v table = *reinterpret_cast<const f16u*>(tables + m * tstride + t * 16);
-          acc[m][j % NA] += __builtin_ia32_permvarsf512_mask(table, idx, f16v{}, 0xffff);
+        for (int j = 0; j < 8; ++j) {
+          const f16v table = *reinterpret_cast<const f16u*>(tw + m * tstride + j * 16);
+          acc[m][j % NA] += __builtin_ia32_permvarsf512_mask(table, idx[j], f16v{}, 0xffff);
         }
-      }
     }
   }
   SK_UNROLL
