@@ -31,11 +31,18 @@ def _has_amx() -> bool:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M", MS)
-@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_xnor", "sparsekit_xnor_vpopcntdq"])
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_xnor", "sparsekit_xnor_vpopcntdq", "sparsekit_xnor_popc",
+                                      "sparsekit_xnor_b1"])
 def test_xnor_gemm(benchmark, device, M, provider):
-    """``sparsekit_xnor_vpopcntdq``: the same op with the AMX tiles switched off (CPUs with AMX only)."""
+    """``sparsekit_xnor_vpopcntdq``: the same op with the AMX tiles switched off (CPUs with AMX only);
+    ``sparsekit_xnor_popc`` / ``_b1``: each CUDA kernel forced (the default measures both and keeps
+    the faster)."""
     if provider == "sparsekit_xnor_vpopcntdq" and (device != "cpu" or not _has_amx() or M < 256):
         pytest.skip("the AVX-512 VPOPCNTDQ comparison runs where the AMX kernel does (CPU, M >= 256)")
+    if provider in ("sparsekit_xnor_popc", "sparsekit_xnor_b1") and device != "cuda":
+        pytest.skip("CUDA kernel comparison")
+    if provider == "sparsekit_xnor_b1" and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("the b1 tensor-core kernel needs sm_80+")
     torch.manual_seed(0)
     a = torch.randn(M, SIZE, device=device).sign()
     b = torch.randn(SIZE, SIZE, device=device).sign()
@@ -44,7 +51,15 @@ def test_xnor_gemm(benchmark, device, M, provider):
     else:
         pa, pb = pack_signs(a), pack_signs(b)
         fn = lambda: torch.ops.sparsekit.xnor_gemm(pa, pb, SIZE)  # noqa: E731
-    with _ext.use_cpu_isa("avx512vp") if provider.endswith("vpopcntdq") else contextlib.nullcontext():
+    if provider.endswith("vpopcntdq"):
+        ctx = _ext.use_cpu_isa("avx512vp")
+    elif provider in ("sparsekit_xnor_popc", "sparsekit_xnor_b1"):
+        from sparsekit.binary import cuda as binary_cuda
+
+        ctx = binary_cuda.use_cuda_xnor_kernel(provider.rsplit("_", 1)[1])
+    else:
+        ctx = contextlib.nullcontext()
+    with ctx:
         measure(benchmark, fn, group=f"xnor/{device}/K=N={SIZE}/M={M}", provider=provider, baseline="torch_fp32",
                 device=device, M=M)
     benchmark.extra_info["binary_macs_per_s"] = f"{M * SIZE * SIZE / benchmark.stats.stats.median:.3e}"

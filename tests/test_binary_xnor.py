@@ -97,6 +97,25 @@ def test_xnor_gemm_ignores_padding_bits(device, variant, K, M, N, junk_in):
     assert torch.equal(y.cpu(), (_signs(a).double() @ _signs(b).double().T).round().int().cpu())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kernel", ["popc", "b1"])
+@pytest.mark.parametrize("K", [1, 65, 128, 1000])
+@pytest.mark.parametrize("M, N", [(1, 1), (5, 7), (33, 70), (200, 257)])
+def test_cuda_xnor_kernels_are_bit_exact(kernel, K, M, N):
+    """Both CUDA kernels (integer popcount; 1-bit tensor cores), each forced, junk padding bits included."""
+    from sparsekit.binary import cuda as binary_cuda
+
+    if kernel == "b1" and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("the b1 tensor-core kernel needs sm_80+")
+    a, b = torch.randn(M, K, device="cuda"), torch.randn(N, K, device="cuda")
+    pa, pb = pack_signs(a), pack_signs(b)
+    if K % WORD_BITS:
+        pa[:, -1] |= torch.full_like(pa[:, -1], -1) << (K % WORD_BITS)
+    with binary_cuda.use_cuda_xnor_kernel(kernel), sparsekit.use_backend("cuda"):
+        y = torch.ops.sparsekit.xnor_gemm(pa, pb, K)
+    assert torch.equal(y.cpu(), (_signs(a).double() @ _signs(b).double().T).round().int().cpu())
+
+
 @pytest.mark.parametrize("device", devices())
 def test_xnor_gemm_opcheck(device):
     pa, pb = pack_signs(torch.randn(5, 100, device=device)), pack_signs(torch.randn(3, 100, device=device))

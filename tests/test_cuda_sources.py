@@ -10,7 +10,7 @@ SOURCES = sorted(Path(CUDA_DIR).glob("*.cu"))
 
 
 def test_cuda_sources_are_shipped():
-    assert [p.name for p in SOURCES] == ["xnor.cu"]
+    assert [p.name for p in SOURCES] == ["xnor.cu", "xnor_b1.cu"]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
