@@ -67,3 +67,28 @@ AWKWARD_LINEAR_SHAPES = [
     (65, 70, 33),
     (130, 33, 130),
 ]
+
+
+def fit(module: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 40, lr: float = 1e-2) -> list:
+    """A few Adam steps of an MSE fit (tests of trainable modules); returns the losses."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(module(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def assert_eval_and_freeze_keep_outputs(module: torch.nn.Module, x: torch.Tensor, trained: torch.Tensor) -> None:
+    """A module trained on a latent weight gives ``trained`` again packed (``eval()``) and frozen
+    (``freeze()``, which also drops the latent weight from the state)."""
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), trained, rtol=1e-4, atol=1e-4)
+    module.freeze()
+    assert module.latent_weight is None and "latent_weight" not in module.state_dict()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), trained, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,14 @@ from sparsekit import _ext
 from sparsekit.binary import BinaryConfig, binary_conv2d_kernels, pack_signs, sign_pm1
 from sparsekit.binary.format import im2col_words
 from sparsekit.nn import BinaryConv2d
-from sparsekit.testing import cpu_isas, devices, kernel_variants, run_variant
+from sparsekit.testing import (
+    assert_eval_and_freeze_keep_outputs,
+    cpu_isas,
+    devices,
+    fit,
+    kernel_variants,
+    run_variant,
+)
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(binary_conv2d_kernels, d) if v != "reference"]
 
@@ -111,14 +118,7 @@ def test_straight_through_training_then_frozen_inference():
     conv = nn.Conv2d(6, 4, 3, stride=2, padding=1)
     mod = BinaryConv2d.from_dense(conv, trainable=True)
     x, target = torch.randn(8, 6, 9, 9), torch.randn(8, 4, 5, 5)
-    opt = torch.optim.Adam(mod.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(mod(x), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(mod, x, target)
     assert losses[-1] < losses[0] and mod.latent_weight.grad is not None
     with torch.no_grad():
         trained = mod(x)  # the float training path, zero padding binarized to +1 as in the kernels
@@ -126,13 +126,7 @@ def test_straight_through_training_then_frozen_inference():
         dense.weight.copy_(mod.latent_weight)
         dense.bias.copy_(mod.bias)
         torch.testing.assert_close(trained.double(), _expected(x, dense), rtol=1e-5, atol=1e-4)
-    mod.eval()  # packs the latent weight
-    with torch.no_grad():
-        torch.testing.assert_close(mod(x), trained, rtol=1e-4, atol=1e-4)
-    mod.freeze()
-    assert mod.latent_weight is None and "latent_weight" not in mod.state_dict()
-    with torch.no_grad():
-        torch.testing.assert_close(mod(x), trained, rtol=1e-4, atol=1e-4)
+    assert_eval_and_freeze_keep_outputs(mod, x, trained)
     model = nn.Sequential(nn.Conv2d(3, 4, 3))
     sparsekit.convert(model, BinaryConfig(trainable=True))  # in place
     assert isinstance(model[0], BinaryConv2d) and model[0].latent_weight is not None

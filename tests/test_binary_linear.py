@@ -7,7 +7,7 @@ from torch import nn
 import sparsekit
 from sparsekit.binary import BinaryConfig, SignSTE, binary_linear_kernels, binary_linear_reference, pack_signs, sign_pm1
 from sparsekit.nn import BinaryLinear
-from sparsekit.testing import devices, kernel_variants, run_variant
+from sparsekit.testing import assert_eval_and_freeze_keep_outputs, devices, fit, kernel_variants, run_variant
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(binary_linear_kernels, d) if v != "reference"]
 
@@ -117,14 +117,7 @@ def test_straight_through_training_then_frozen_inference():
     mod = BinaryLinear.from_dense(lin, trainable=True)
     x = torch.randn(256, 64)
     target = torch.randn(256, 4)
-    opt = torch.optim.Adam(mod.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(mod(x), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(mod, x, target)
     assert losses[-1] < losses[0]
     # the clipped straight-through estimator: sign() forward, gradient only where |t| <= 1
     t = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0], requires_grad=True)
@@ -135,13 +128,7 @@ def test_straight_through_training_then_frozen_inference():
     mod.train()
     with torch.no_grad():
         trained = mod(x)
-    mod.eval()  # packs the latent weight
-    with torch.no_grad():
-        torch.testing.assert_close(mod(x), trained, rtol=1e-4, atol=1e-4)
-    mod.freeze()
-    assert mod.latent_weight is None and "latent_weight" not in mod.state_dict()
-    with torch.no_grad():
-        torch.testing.assert_close(mod(x), trained, rtol=1e-4, atol=1e-4)
+    assert_eval_and_freeze_keep_outputs(mod, x, trained)
 
 
 def test_convert_and_bad_input():
