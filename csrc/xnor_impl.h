@@ -188,20 +188,15 @@ void conv_im2col(const ConvIm2colArgs& a) {
 }
 
 #if SK_VW == 16
-// BinaryConnect on AVX-512 by table lookup: for every group of 4 activations of a row, the 16
-// signed sums +-x0 +-x1 +-x2 +-x3 form one 16-float table (the group's 4 weight bits are its
-// index, bit 1 = +), and VPERMPS looks up 16 weight rows' entries in one instruction: 64 sign
-// products per instruction instead of 16 with masked adds. The lanes are 16 weight rows; a
-// 32-bit lane of their packed bits holds 8 groups, and VPERMPS reads only an index's low 4 bits,
-// so a shift right by 4 steps to the next group. Elements past K have zero activations, so
-// their bits add nothing whatever they hold.
-typedef float f16v __attribute__((vector_size(64)));
-typedef int32_t i16v __attribute__((vector_size(64)));
-typedef long long i64x8v __attribute__((vector_size(64)));
-typedef float f16u __attribute__((vector_size(64), aligned(4), may_alias));
+// BinaryConnect on AVX-512 by table lookup (lut_impl.h): for every group of 4 activations of
+// a row, the 16 signed sums +-x0 +-x1 +-x2 +-x3 form one table (the group's 4 weight bits are
+// its index, bit 1 = +): 64 sign products per VPERMPS instead of 16 with masked adds. The int64
+// words of the packed signs are read as pairs of little-endian 32-bit words. Elements past K
+// have zero activations, so their bits add nothing whatever they hold.
+#include "lut_impl.h"
 
 // tables[t * 16 + v] = sum_j (bit j of v ? +x : -x)[4t + j] for every group t of W * 64 elements
-static void build_tables(const float* x, int64_t K, int64_t groups, float* tables) {
+static void build_sign_tables(const float* x, int64_t K, int64_t groups, float* tables) {
   f16v bit[4];
   SK_UNROLL
   for (int j = 0; j < 4; ++j)
@@ -218,74 +213,6 @@ static void build_tables(const float* x, int64_t K, int64_t groups, float* table
   }
 }
 
-// y[m0 .. m0+MC-1, n0 .. n0+rows-1] from the tables of those activation rows (rows <= 16)
-// y[m0 .. m0+MC-1, n0 .. n0+rows-1] (rows <= 16) from the tables of those activation rows
-template <int MC>
-static inline void sign_lut_tile(const SignLinearArgs& s, const float* tables, int64_t tstride, int64_t m0,
-                                 int64_t n0, int64_t rows) {
-  constexpr int NA = MC == 1 ? 4 : 2;  // accumulators per row: short add chains
-  const int64_t W = s.W;
-  const unsigned short valid = static_cast<unsigned short>(rows >= 16 ? 0xffff : (1u << rows) - 1);
-  f16v acc[MC][NA];
-  SK_UNROLL
-  for (int m = 0; m < MC; ++m)
-    SK_UNROLL
-    for (int a = 0; a < NA; ++a) acc[m][a] = f16v{};
-  // the 16 rows' words are gathered straight into registers (a detour through memory would
-  // stall every iteration on store forwarding); rows past the tile's end read as zero
-  i64x8v offs[2];
-  SK_UNROLL
-  for (int h = 0; h < 2; ++h)
-    SK_UNROLL
-    for (int i = 0; i < 8; ++i) offs[h][i] = (8 * h + i) * W;
-  const unsigned char valid_lo = static_cast<unsigned char>(valid & 0xff), valid_hi = static_cast<unsigned char>(valid >> 8);
-  const uint64_t* wp = s.w + n0 * W;
-  for (int64_t w = 0; w < W; ++w) {
-    const i16v z0 = (i16v)__builtin_ia32_gatherdiv8di(i64x8v{}, reinterpret_cast<const long long*>(wp + w), offs[0],
-                                                      valid_lo, 8);
-    const i16v z1 = (i16v)__builtin_ia32_gatherdiv8di(i64x8v{}, reinterpret_cast<const long long*>(wp + w), offs[1],
-                                                      valid_hi, 8);
-    // lane i: bits 0-31 (lo) and 32-63 (hi) of row i's word
-    const i16v lo = __builtin_shufflevector(z0, z1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const i16v hi = __builtin_shufflevector(z0, z1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    SK_UNROLL
-    for (int h = 0; h < 2; ++h) {
-      const i16v bits = h ? hi : lo;
-      i16v idx[8];
-      SK_UNROLL
-      for (int j = 0; j < 8; ++j) idx[j] = bits >> (4 * j);  // VPERMPS uses the low 4 bits
-      const float* tw = tables + (w * 16 + h * 8) * 16;
-      SK_UNROLL
-      for (int m = 0; m < MC; ++m)  // row by row: 8 lookups per row keep the live registers few
-        SK_UNROLL
-        for (int j = 0; j < 8; ++j) {
-          const f16v table = *reinterpret_cast<const f16u*>(tw + m * tstride + j * 16);
-          acc[m][j % NA] += __builtin_ia32_permvarsf512_mask(table, idx[j], f16v{}, 0xffff);
-        }
-    }
-  }
-  SK_UNROLL
-  for (int m = 0; m < MC; ++m)
-    SK_UNROLL
-    for (int a = 1; a < NA; ++a) acc[m][0] += acc[m][a];
-  f16v scale{}, bias{};
-  for (int64_t i = 0; i < rows; ++i) {
-    scale[i] = s.scale[n0 + i];
-    bias[i] = s.bias ? s.bias[n0 + i] : 0.f;
-  }
-  SK_UNROLL
-  for (int m = 0; m < MC; ++m)
-    __builtin_ia32_storeups512_mask(s.y + (m0 + m) * s.N + n0, acc[m][0] * scale + bias, valid);
-}
-
-// Rows m0 .. m0+MC-1 against every weight row, 16 at a time (tiles split over threads).
-template <int MC>
-static void sign_lut_rows(const SignLinearArgs& s, const float* tables, int64_t tstride, int64_t m0) {
-  const int64_t tiles = (s.N + 15) / 16;
-#pragma omp for schedule(static) nowait
-  for (int64_t t = 0; t < tiles; ++t) sign_lut_tile<MC>(s, tables, tstride, m0, t * 16, imin(16, s.N - t * 16));
-}
-
 void sign_linear(const SignLinearArgs& s) {
   if (s.M == 0 || s.N == 0) return;
   constexpr int64_t MC = 4;
@@ -293,19 +220,23 @@ void sign_linear(const SignLinearArgs& s) {
   static thread_local std::vector<float> tables;
   if (tables.size() < static_cast<std::size_t>(MC * tstride)) tables.resize(MC * tstride);
   float* tb = tables.data();
+  const int64_t tiles = (s.N + 15) / 16;
 #pragma omp parallel num_threads(s.nthreads)
   for (int64_t m0 = 0; m0 < s.M; m0 += MC) {
     const int64_t mc = imin(MC, s.M - m0);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < mc * 8; ++c) {  // each row's tables in 8 slices
       const int64_t m = c / 8, g0 = (c % 8) * groups / 8, g1 = (c % 8 + 1) * groups / 8;
-      build_tables(s.x + (m0 + m) * s.K + 4 * g0, s.K - 4 * g0, g1 - g0, tb + m * tstride + g0 * 16);
+      build_sign_tables(s.x + (m0 + m) * s.K + 4 * g0, s.K - 4 * g0, g1 - g0, tb + m * tstride + g0 * 16);
     }
-    if (mc == MC)
-      sign_lut_rows<MC>(s, tb, tstride, m0);
-    else
-      for (int64_t m = 0; m < mc; ++m) sign_lut_rows<1>(s, tb + m * tstride, tstride, m0 + m);
-#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t n0 = t * 16;
+      const LutTile tile{reinterpret_cast<const uint32_t*>(s.w + n0 * s.W), 2 * s.W, 2 * s.W, tb, tstride,
+                         imin(16, s.N - n0), s.scale + n0, s.bias ? s.bias + n0 : nullptr, s.y + m0 * s.N + n0,
+                         s.N};
+      lut_tile_rows(tile, mc);
+    }
   }
 }
 
@@ -319,12 +250,10 @@ static void sign_linear_tile(const SignLinearArgs& s, int64_t m0, int64_t n0) {
   typedef Vec<SK_VW> V;
   typedef typename V::type vw;
   const int64_t K = s.K, Kv = K - K % 64;
-#if SK_VW != 16
   typedef int32_t vi __attribute__((vector_size(SK_VW * 4)));
   vi lane;
   SK_UNROLL
   for (int l = 0; l < SK_VW; ++l) lane[l] = 1 << l;
-#endif
   vw acc[MC][NT];
   SK_UNROLL
   for (int m = 0; m < MC; ++m)
@@ -341,15 +270,9 @@ static void sign_linear_tile(const SignLinearArgs& s, int64_t m0, int64_t n0) {
       for (int m = 0; m < MC; ++m) xv[m] = V::load(s.x + (m0 + m) * K + k0 + c * SK_VW);
       SK_UNROLL
       for (int j = 0; j < NT; ++j) {
-#if SK_VW == 16  // the 16 bits are the lane mask of a masked add
-        const unsigned short k16 = static_cast<unsigned short>(bits[j] >> (c * 16));
-        SK_UNROLL
-        for (int m = 0; m < MC; ++m) acc[m][j] = __builtin_ia32_addps512_mask(acc[m][j], xv[m], acc[m][j], k16, 4);
-#else
         const vi sel = ((vi{} + static_cast<int32_t>((bits[j] >> (c * SK_VW)) & ((1u << SK_VW) - 1u))) & lane) != 0;
         SK_UNROLL
         for (int m = 0; m < MC; ++m) acc[m][j] += sel ? xv[m] : vw{};
-#endif
       }
     }
   }
