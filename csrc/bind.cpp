@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "bsr_convert.h"
+#include "codebook_decode.h"
 #include "common.h"
 #include "isa.h"
 
@@ -270,6 +271,61 @@ void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>&
   fn(a);
 }
 
+// y float32 [M, N] = x [M, K] @ (codebook[n / group_size][idx[n, k]]).T + bias
+void codebook_linear(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
+                     py::array& y, int64_t bits, int64_t group_size, int nthreads) {
+  check_array<float>(x, "x", 2);
+  check_array<int32_t>(idx, "indices", 2);
+  check_array<float>(codebook, "codebook", 2);
+  check_array<float>(y, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  SK_CHECK(bits >= 1 && bits <= 4, "bits must be 1, 2, 3 or 4, got " << bits);
+  SK_CHECK(group_size >= 1, "group_size must be >= 1, got " << group_size);
+  const int64_t M = x.shape(0), K = x.shape(1), N = idx.shape(0);
+  const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = (K + per - 1) / per;
+  check_dim(idx, "indices", 1, Wd);
+  SK_CHECK(Wd * 16 < (int64_t{1} << 29), "in_features=" << K << " is too large for the codebook kernel");
+  check_dim(codebook, "codebook", 0, (N + group_size - 1) / group_size);
+  check_dim(codebook, "codebook", 1, int64_t{1} << bits);
+  check_dim(y, "out", 0, M);
+  check_dim(y, "out", 1, N);
+  py::array keep_b;
+  CodebookLinearArgs a{};
+  a.x = static_cast<const float*>(x.data());
+  a.idx = static_cast<const uint32_t*>(idx.data());
+  a.codebook = static_cast<const float*>(codebook.data());
+  a.bias = optional_floats(bias, "bias", N, keep_b);
+  a.y = static_cast<float*>(y.mutable_data());
+  a.M = M, a.N = N, a.K = K, a.Wd = Wd, a.bits = bits, a.field = field, a.group_size = group_size;
+  a.nthreads = nthreads;
+  const auto fn = kernels(current_isa()).codebook_linear;
+  py::gil_scoped_release release;
+  fn(a);
+}
+
+// out float32 [rows, K] = the weight rows row0 .. row0+rows-1 of a codebook weight (idx holds those rows)
+void codebook_decode_py(const py::array& idx, const py::array& codebook, py::array& out, int64_t bits,
+                        int64_t group_size, int64_t row0, int nthreads) {
+  check_array<int32_t>(idx, "indices", 2);
+  check_array<float>(codebook, "codebook", 2);
+  check_array<float>(out, "out", 2, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  SK_CHECK(bits >= 1 && bits <= 4, "bits must be 1, 2, 3 or 4, got " << bits);
+  SK_CHECK(group_size >= 1 && row0 >= 0, "need group_size >= 1 and row0 >= 0");
+  const int64_t rows = out.shape(0), K = out.shape(1), field = bits == 3 ? 4 : bits, per = 32 / field;
+  check_dim(idx, "indices", 0, rows);
+  check_dim(idx, "indices", 1, (K + per - 1) / per);
+  check_dim(codebook, "codebook", 1, int64_t{1} << bits);
+  SK_CHECK(rows == 0 || (row0 + rows - 1) / group_size < codebook.shape(0),
+           "codebook has " << codebook.shape(0) << " groups, rows up to " << row0 + rows << " need "
+                           << (row0 + rows - 1) / group_size + 1);
+  const auto* ip = static_cast<const uint32_t*>(idx.data());
+  const auto* cp = static_cast<const float*>(codebook.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  codebook_decode(ip, idx.shape(1), cp, bits, field, group_size, row0, rows, K, op, nthreads);
+}
+
 void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
                      int nthreads) {
   check_array<float>(out, "out", 2, /*writable=*/true);
@@ -320,6 +376,12 @@ PYBIND11_MODULE(_C, m) {
         "out[N*OH*OW, row_words] = packed signs of each output pixel's receptive field in x [N, C, H, W]\n"
         "(or [N, H, W, C] with nhwc) "
         "(padding pixels +1, zero words past kh*kw*ceil(C/64)).");
+  m.def("codebook_linear", &sk::codebook_linear, py::arg("x"), py::arg("indices"), py::arg("codebook"),
+        py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"), py::arg("nthreads"),
+        "out = x @ W.T + bias with W[n, k] = codebook[n / group_size][index (n, k)], indices packed in int32.");
+  m.def("codebook_decode", &sk::codebook_decode_py, py::arg("indices"), py::arg("codebook"), py::arg("out"),
+        py::arg("bits"), py::arg("group_size"), py::arg("row0"), py::arg("nthreads"),
+        "out[r, k] = codebook[(row0 + r) / group_size][index (r, k)]: float rows of a codebook weight.");
   m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
         py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

@@ -135,13 +135,18 @@ void set_isa(const std::string& name) {
 
 const Kernels& kernels(Isa isa) {
   static const Kernels table[] = {  // rows in Isa order: portable, avx2, avx512, avx512vp
-      {portable::bsr_linear, portable::xnor_gemm, portable::pack_signs, portable::sign_linear, portable::conv_im2col},
-      {avx2::bsr_linear, avx2::xnor_gemm, avx2::pack_signs, avx2::sign_linear, avx2::conv_im2col},
-      {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col},
+      {portable::bsr_linear, portable::xnor_gemm, portable::pack_signs, portable::sign_linear, portable::conv_im2col,
+       portable::codebook_linear},
+      {avx2::bsr_linear, avx2::xnor_gemm, avx2::pack_signs, avx2::sign_linear, avx2::conv_im2col,
+       avx2::codebook_linear},
+      {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
+       avx512::codebook_linear},
       // VPOPCNTDQ changes only the XNOR GEMM
-      {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col},
+      {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
+       avx512::codebook_linear},
       // AMX changes only the XNOR GEMM (from 96 rows on)
-      {avx512::bsr_linear, amx::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col},
+      {avx512::bsr_linear, amx::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
+       avx512::codebook_linear},
   };
   static_assert(sizeof(table) / sizeof(table[0]) == static_cast<int>(Isa::amx) + 1, "one row per Isa");
   return table[static_cast<int>(isa)];

@@ -25,6 +25,7 @@ void set_isa(const std::string& name);  // throws std::invalid_argument
   void pack_signs(const PackSignsArgs& a); \
   void sign_linear(const SignLinearArgs& a); \
   void conv_im2col(const ConvIm2colArgs& a); \
+  void codebook_linear(const CodebookLinearArgs& a); \
   }
 SK_DECLARE_KERNELS(portable)
 SK_DECLARE_KERNELS(avx2)
@@ -45,6 +46,7 @@ struct Kernels {
   void (*pack_signs)(const PackSignsArgs&);
   void (*sign_linear)(const SignLinearArgs&);
   void (*conv_im2col)(const ConvIm2colArgs&);
+  void (*codebook_linear)(const CodebookLinearArgs&);
 };
 const Kernels& kernels(Isa isa);
 

@@ -14,6 +14,7 @@ namespace avx512 {
 #define SK_MR 2
 #include "block_sparse_impl.h"
 #include "xnor_impl.h"
+#include "codebook_impl.h"
 #undef SK_VW
 #undef SK_NR
 #undef SK_MR
@@ -24,6 +25,7 @@ void xnor_gemm(const XnorGemmArgs&) {}
 void pack_signs(const PackSignsArgs&) {}
 void sign_linear(const SignLinearArgs&) {}
 void conv_im2col(const ConvIm2colArgs&) {}
+void codebook_linear(const CodebookLinearArgs&) {}
 #endif
 
 }  // namespace avx512

@@ -10,6 +10,7 @@ namespace portable {
 #define SK_MR 2
 #include "block_sparse_impl.h"
 #include "xnor_impl.h"
+#include "codebook_impl.h"
 #undef SK_VW
 #undef SK_NR
 #undef SK_MR

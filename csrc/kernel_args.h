@@ -82,4 +82,17 @@ struct ConvIm2colArgs {
   int nthreads;
 };
 
+// y[m, n] = sum_k x[m, k] * codebook[n / group_size][idx(n, k)] + bias[n], idx(n, k) the field
+// of `field` bits (bits rounded up to 1, 2 or 4) at position k % (32 / field) of word
+// k / (32 / field) of row n; a field's bits above `bits` are ignored.
+struct CodebookLinearArgs {
+  const float* x;         // [M, K]
+  const uint32_t* idx;    // [N, Wd]
+  const float* codebook;  // [ceil(N / group_size), 2^bits]
+  const float* bias;      // [N] or nullptr
+  float* y;               // [M, N]
+  int64_t M, N, K, Wd, bits, field, group_size;
+  int nthreads;
+};
+
 }  // namespace sk

@@ -5,10 +5,11 @@ fails because the native CPU extension is missing; the load error is raised when
 native kernel is first needed.
 """
 
-from . import _ext, backend, binary, block_sparse, nn, pruning  # noqa: F401  (_ext: the native loader)
+from . import _ext, backend, binary, block_sparse, codebook, nn, pruning  # noqa: F401  (_ext: the native loader)
 from .backend import get_backend, set_backend, use_backend
 from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
+from .codebook import CodebookConfig
 from .config import Config, register_handler
 from .convert import ConvertReport, convert
 
@@ -18,11 +19,13 @@ __all__ = [
     "BSRWeight",
     "BinaryConfig",
     "BlockSparseConfig",
+    "CodebookConfig",
     "Config",
     "ConvertReport",
     "backend",
     "binary",
     "block_sparse",
+    "codebook",
     "convert",
     "get_backend",
     "nn",

@@ -2,5 +2,6 @@
 
 from .binary.module import BinaryConv2d, BinaryLinear
 from .block_sparse.module import BlockSparseLinear
+from .codebook.module import CodebookLinear
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "BlockSparseLinear"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "BlockSparseLinear", "CodebookLinear"]

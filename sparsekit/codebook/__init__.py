@@ -1,0 +1,36 @@
+"""Weight clustering: k-means codebooks of 1-4 bit indices and the matmul that runs on them."""
+
+from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
+from .config import CodebookConfig
+from .format import (
+    SUPPORTED_BITS,
+    cluster_weight,
+    codebook_dense,
+    field_bits,
+    index_words,
+    kmeans_1d,
+    pack_indices,
+    sqnr_db,
+    unpack_indices,
+)
+from .module import CodebookLinear
+from .op import codebook_linear, codebook_linear_impl, codebook_linear_kernels
+from .reference import codebook_linear_reference
+
+__all__ = [
+    "CodebookConfig",
+    "CodebookLinear",
+    "SUPPORTED_BITS",
+    "cluster_weight",
+    "codebook_dense",
+    "codebook_linear",
+    "codebook_linear_impl",
+    "codebook_linear_kernels",
+    "codebook_linear_reference",
+    "field_bits",
+    "index_words",
+    "kmeans_1d",
+    "pack_indices",
+    "sqnr_db",
+    "unpack_indices",
+]

@@ -1,0 +1,99 @@
+"""``CodebookLinear``: a drop-in ``nn.Linear`` whose weight is a k-means codebook plus indices."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..backend import needs_dispatcher
+from ..formats import VersionedFormat, format_tensor
+from .format import (
+    check_bits,
+    cluster_weight,
+    codebook_dense,
+    field_bits,
+    index_words,
+    num_groups,
+    pack_indices,
+    resolve_group_size,
+)
+from .op import codebook_linear_impl
+
+FORMAT_VERSION = 1
+
+
+class CodebookLinear(VersionedFormat, nn.Module):
+    """``y = x @ W.T + b`` with ``W[n, k] = codebook[n // group_size, idx[n, k]]``.
+
+    ``codebook [G, 2**bits]`` is a trainable parameter (fine-tuning moves the centroids, the
+    indices stay: Deep Compression's weight sharing); ``indices`` is an int32 buffer of packed
+    ``bits``-bit indices (layout in :mod:`sparsekit.codebook.format`). Shapes follow from the
+    constructor arguments alone, so a model can be built on ``meta`` and loaded with
+    ``load_state_dict(..., assign=True)``.
+    """
+
+    FORMAT_KIND = "codebook_linear"
+    FORMAT_FIELDS = ("out_features", "in_features", "bits", "group_size")
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 2,
+                 group_size: Optional[int] = None, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.bits = check_bits(bits)
+        self.group_size = resolve_group_size(self.out_features, group_size)
+        factory = dict(device=device, dtype=dtype)
+        G = num_groups(self.out_features, self.group_size)
+        self.codebook = nn.Parameter(torch.zeros(G, 2**self.bits, **factory))
+        self.register_buffer("indices", torch.zeros(self.out_features, index_words(self.in_features, self.bits),
+                                                    dtype=torch.int32, device=device))
+        self.register_buffer("format", format_tensor(self._format_fields(), device=device))
+        self.bias = nn.Parameter(torch.zeros(self.out_features, **factory)) if bias else None
+
+    def _format_fields(self) -> list[int]:
+        return [FORMAT_VERSION, self.out_features, self.in_features, self.bits, self.group_size]
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, bits: int = 2, group_size: Optional[int] = None,
+                   iters: int = 30) -> "CodebookLinear":
+        """k-means of ``linear.weight`` into ``2**bits`` centroids per group of ``group_size``
+        output rows (one codebook for the whole weight when None)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight.detach()
+        mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, bits=bits,
+                  group_size=group_size, device=w.device, dtype=w.dtype)
+        codebook, idx = cluster_weight(w, bits, mod.group_size, iters)
+        with torch.no_grad():
+            mod.codebook.copy_(codebook)
+            mod.indices.copy_(pack_indices(idx, bits))
+            if linear.bias is not None:
+                mod.bias.copy_(linear.bias)
+        return mod
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        args = (x, self.indices, self.codebook, self.bias, self.in_features, self.bits, self.group_size)
+        if needs_dispatcher(x, self.codebook, self.bias):
+            return torch.ops.sparsekit.codebook_linear(*args)
+        return codebook_linear_impl(*args)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the layer stands for, ``[out_features, in_features]``."""
+        return codebook_dense(self.indices, self.codebook.detach(), self.bits, self.in_features, self.group_size)
+
+    def _validate_loaded(self, where: str) -> None:
+        f = field_bits(self.bits)
+        if f != self.bits and self.indices.device.type != "meta":  # 3-bit indices in 4-bit fields
+            words = self.indices.to(torch.int64) & 0xFFFFFFFF
+            fields = torch.stack([(words >> (f * i)) & ((1 << f) - 1) for i in range(32 // f)])
+            if bool((fields >= 2**self.bits).any()):
+                raise ValueError(f"{where}: corrupted codebook state: an index is >= {2**self.bits} "
+                                 f"(bits={self.bits})")
+
+    def _stored_tensors(self) -> list:  # nbytes: packed indices, codebook, bias
+        return [self.indices, self.codebook, self.bias]
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, bias={self.bias is not None}")
