@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from .format import codebook_dense
 
 
