@@ -134,7 +134,9 @@ def main(argv=None) -> None:
                 ("XNOR-popcount GEMM on packed operands vs torch fp32 matmul", "xnor/"),
                 ("BinaryLinear (XNOR-Net; x packed inside) vs nn.Linear fp32", "binary_linear/"),
                 ("BinaryConv2d (XNOR-Net) vs nn.Conv2d fp32", "binary_conv2d/"),
-                ("BinaryConnect linear (binary weights, fp32 activations) vs nn.Linear fp32", "binary_connect/")]
+                ("BinaryConnect linear (binary weights, fp32 activations) vs nn.Linear fp32", "binary_connect/"),
+                ("CodebookLinear (k-means clustered weights) vs nn.Linear fp32", "codebook/"),
+                ("CodebookLinear, weights not cache-resident (a new layer every call)", "codebook_cold/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)

@@ -29,9 +29,7 @@ void codebook_linear(const CodebookLinearArgs& a) {
   if (a.M == 0 || a.N == 0) return;
   constexpr int64_t MC = 4;
   const int64_t tstride = a.Wd * 8 * 16, G = (a.N + a.group_size - 1) / a.group_size, ncb = int64_t{1} << a.bits;
-  static thread_local std::vector<float> tables;
-  if (tables.size() < static_cast<std::size_t>(MC * tstride)) tables.resize(MC * tstride);
-  float* tb = tables.data();
+  float* tb = static_cast<float*>(thread_scratch(sizeof(float) * MC * tstride, 0));
 #pragma omp parallel num_threads(a.nthreads)
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = g * a.group_size, r1 = imin(a.N, r0 + a.group_size), tiles = (r1 - r0 + 15) / 16;
@@ -61,16 +59,20 @@ void codebook_linear(const CodebookLinearArgs& a) {
   const int64_t f = a.field, per = 32 / f, emask = (int64_t{1} << a.bits) - 1, K = a.K, Kv = K - K % SK_VW;
 #pragma omp parallel num_threads(a.nthreads)
   {
-    std::vector<float> w(static_cast<std::size_t>(K) + SK_VW);
+    float* w = static_cast<float*>(thread_scratch(sizeof(float) * (K + SK_VW), 0));
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < a.N; ++n) {
       const float* cb = a.codebook + (n / a.group_size) * (emask + 1);
       const uint32_t* row = a.idx + n * a.Wd;
-      for (int64_t k = 0; k < K; ++k) w[k] = cb[(row[k / per] >> (f * (k % per))) & emask];
+      for (int64_t wd = 0; wd < a.Wd; ++wd) {
+        uint32_t word = row[wd];
+        const int64_t k0 = wd * per, nk = K - k0 < per ? K - k0 : per;
+        for (int64_t i = 0; i < nk; ++i, word >>= f) w[k0 + i] = cb[word & emask];
+      }
       for (int64_t m = 0; m < a.M; ++m) {
         const float* x = a.x + m * K;
         vw acc = vw{};
-        for (int64_t k = 0; k < Kv; k += SK_VW) acc += V::load(x + k) * V::load(w.data() + k);
+        for (int64_t k = 0; k < Kv; k += SK_VW) acc += V::load(x + k) * V::load(w + k);
         float sum = V::sum(acc);
         for (int64_t k = Kv; k < K; ++k) sum += x[k] * w[k];
         a.y[m * a.N + n] = sum + (a.bias ? a.bias[n] : 0.f);
@@ -79,3 +81,51 @@ void codebook_linear(const CodebookLinearArgs& a) {
   }
 }
 #endif
+
+// The int8 option, generic: each weight row decoded to int8 once, integer dot products with
+// the quantized activation rows (int32 sums are exact: the result depends only on the inputs).
+// Also the small-M path of the AMX ISA.
+static inline float quantize_row_q8(const float* x, int64_t K, int8_t* xq) {
+  float amax = 0.f;
+  for (int64_t k = 0; k < K; ++k) {
+    const float v = __builtin_fabsf(x[k]);
+    amax = v > amax ? v : amax;
+  }
+  const float scale = amax / 127.f;
+  for (int64_t k = 0; k < K; ++k) {
+    float v = scale > 0.f ? __builtin_nearbyintf(x[k] / scale) : 0.f;
+    v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+    xq[k] = static_cast<int8_t>(v);
+  }
+  return scale;
+}
+
+void codebook_linear_q8(const CodebookQ8Args& a) {
+  if (a.M == 0 || a.N == 0) return;
+  const int64_t f = a.field, per = 32 / f, emask = (int64_t{1} << a.bits) - 1, K = a.K;
+  int8_t* xq = static_cast<int8_t*>(thread_scratch(a.M * K, 1));
+  float* xs = static_cast<float*>(thread_scratch(sizeof(float) * a.M, 2));
+#pragma omp parallel num_threads(a.nthreads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < a.M; ++m) xs[m] = quantize_row_q8(a.x + m * K, K, xq + m * K);
+    int8_t* w = static_cast<int8_t*>(thread_scratch(K, 0));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < a.N; ++n) {
+      const int64_t g = n / a.group_size;
+      const int8_t* qcb = a.qcodebook + g * 16;
+      const uint32_t* row = a.idx + n * a.Wd;
+      for (int64_t wd = 0; wd < a.Wd; ++wd) {
+        uint32_t word = row[wd];
+        const int64_t k0 = wd * per, nk = K - k0 < per ? K - k0 : per;
+        for (int64_t i = 0; i < nk; ++i, word >>= f) w[k0 + i] = qcb[word & emask];
+      }
+      for (int64_t m = 0; m < a.M; ++m) {
+        const int8_t* q = xq + m * K;
+        int32_t acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += static_cast<int32_t>(q[k]) * w[k];
+        a.y[m * a.N + n] = xs[m] * a.cscale[g] * static_cast<float>(acc) + (a.bias ? a.bias[n] : 0.f);
+      }
+    }
+  }
+}

@@ -1,6 +1,7 @@
 #include "isa.h"
 
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 
 #if defined(__x86_64__) && defined(__linux__)
@@ -136,20 +137,39 @@ void set_isa(const std::string& name) {
 const Kernels& kernels(Isa isa) {
   static const Kernels table[] = {  // rows in Isa order: portable, avx2, avx512, avx512vp
       {portable::bsr_linear, portable::xnor_gemm, portable::pack_signs, portable::sign_linear, portable::conv_im2col,
-       portable::codebook_linear},
+       portable::codebook_linear, portable::codebook_linear_q8},
       {avx2::bsr_linear, avx2::xnor_gemm, avx2::pack_signs, avx2::sign_linear, avx2::conv_im2col,
-       avx2::codebook_linear},
+       avx2::codebook_linear, avx2::codebook_linear_q8},
       {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear},
+       avx512::codebook_linear, avx512::codebook_linear_q8},
       // VPOPCNTDQ changes only the XNOR GEMM
       {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear},
-      // AMX changes only the XNOR GEMM (from 96 rows on)
+       avx512::codebook_linear, avx512::codebook_linear_q8},
+      // AMX changes the XNOR GEMM (from 96 rows on) and the codebook matmul's int8 option
       {avx512::bsr_linear, amx::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear},
+       avx512::codebook_linear, amx::codebook_linear_q8},
   };
   static_assert(sizeof(table) / sizeof(table[0]) == static_cast<int>(Isa::amx) + 1, "one row per Isa");
   return table[static_cast<int>(isa)];
+}
+
+void* thread_scratch(std::size_t bytes, int slot) {
+  struct Buffer {
+    void* p = nullptr;
+    std::size_t n = 0;
+    ~Buffer() { std::free(p); }
+  };
+  static thread_local Buffer bufs[8];
+  if (slot < 0 || slot >= 8) throw std::invalid_argument("thread_scratch: slot must be in [0, 8)");
+  Buffer& b = bufs[slot];
+  if (b.n < bytes) {
+    std::free(b.p);
+    b.n = 0;
+    b.p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (b.p == nullptr) throw std::bad_alloc();
+    b.n = bytes;
+  }
+  return b.p;
 }
 
 }  // namespace sk

@@ -26,6 +26,7 @@ void set_isa(const std::string& name);  // throws std::invalid_argument
   void sign_linear(const SignLinearArgs& a); \
   void conv_im2col(const ConvIm2colArgs& a); \
   void codebook_linear(const CodebookLinearArgs& a); \
+  void codebook_linear_q8(const CodebookQ8Args& a); \
   }
 SK_DECLARE_KERNELS(portable)
 SK_DECLARE_KERNELS(avx2)
@@ -36,6 +37,7 @@ void xnor_gemm(const XnorGemmArgs& a);
 }
 namespace amx {
 void xnor_gemm(const XnorGemmArgs& a);
+void codebook_linear_q8(const CodebookQ8Args& a);
 bool takes(int64_t M, int64_t N, bool conv_out, int nthreads);  // whether xnor_gemm runs on the tiles
 }
 
@@ -47,6 +49,7 @@ struct Kernels {
   void (*sign_linear)(const SignLinearArgs&);
   void (*conv_im2col)(const ConvIm2colArgs&);
   void (*codebook_linear)(const CodebookLinearArgs&);
+  void (*codebook_linear_q8)(const CodebookQ8Args&);
 };
 const Kernels& kernels(Isa isa);
 

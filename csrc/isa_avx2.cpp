@@ -26,6 +26,7 @@ void pack_signs(const PackSignsArgs&) {}
 void sign_linear(const SignLinearArgs&) {}
 void conv_im2col(const ConvIm2colArgs&) {}
 void codebook_linear(const CodebookLinearArgs&) {}
+void codebook_linear_q8(const CodebookQ8Args&) {}
 #endif
 
 }  // namespace avx2

@@ -1,11 +1,17 @@
 // Headers every per-ISA kernel file includes *before* its target pragma, so that
 // nothing declared here is compiled for a particular instruction set.
 #pragma once
-#include <cstdint>
 #include <cstddef>
-#include <vector>
+#include <cstdint>
 
 #include "kernel_args.h"
+
+namespace sk {
+// Per-thread scratch for kernels: `slot` (0..7) of the calling thread, grown as needed, kept,
+// 64-byte aligned; throws std::bad_alloc. Defined in isa.cpp: kernel files use no std::
+// templates, whose instantiations under one ISA's target could be linked into another's calls.
+void* thread_scratch(std::size_t bytes, int slot);
+}  // namespace sk
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -95,4 +95,19 @@ struct CodebookLinearArgs {
   int nthreads;
 };
 
+// The int8 option of the codebook matmul: activations quantized per row to int8 (symmetric,
+// scale max|x| / 127, round to nearest even), centroids given as int8 per codebook group
+// (qcodebook[g][v] * cscale[g]), integer products summed exactly in int32:
+// y[m, n] = xscale[m] * cscale[g(n)] * sum_k xq[m, k] * qcodebook[g(n)][idx(n, k)] + bias[n].
+struct CodebookQ8Args {
+  const float* x;           // [M, K]
+  const uint32_t* idx;      // [N, Wd], as CodebookLinearArgs
+  const int8_t* qcodebook;  // [G, 16]: entries past 2^bits repeat entry v & (2^bits - 1)
+  const float* cscale;      // [G]
+  const float* bias;        // [N] or nullptr
+  float* y;                 // [M, N]
+  int64_t M, N, K, Wd, bits, field, group_size;
+  int nthreads;
+};
+
 }  // namespace sk

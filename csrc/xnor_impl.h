@@ -217,9 +217,7 @@ void sign_linear(const SignLinearArgs& s) {
   if (s.M == 0 || s.N == 0) return;
   constexpr int64_t MC = 4;
   const int64_t groups = s.W * 16, tstride = groups * 16;  // floats of one row's tables
-  static thread_local std::vector<float> tables;
-  if (tables.size() < static_cast<std::size_t>(MC * tstride)) tables.resize(MC * tstride);
-  float* tb = tables.data();
+  float* tb = static_cast<float*>(thread_scratch(sizeof(float) * MC * tstride, 0));
   const int64_t tiles = (s.N + 15) / 16;
 #pragma omp parallel num_threads(s.nthreads)
   for (int64_t m0 = 0; m0 < s.M; m0 += MC) {

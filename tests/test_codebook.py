@@ -11,7 +11,10 @@ from sparsekit.codebook import (
     cluster_weight,
     codebook_dense,
     codebook_linear_kernels,
+    codebook_linear_q8_kernels,
+    codebook_linear_q8_reference,
     codebook_linear_reference,
+    codebook_q8_error_bound,
     field_bits,
     index_words,
     kmeans_1d,
@@ -24,6 +27,7 @@ from sparsekit.nn import CodebookLinear
 from sparsekit.testing import AWKWARD_LINEAR_SHAPES, devices, fit, kernel_variants, run_variant
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(codebook_linear_kernels, d) if v != "reference"]
+Q8_VARIANTS = [(d, v) for d in devices() for v in kernel_variants(codebook_linear_q8_kernels, d) if v != "reference"]
 
 
 def _packed(N, K, bits, group_size, device="cpu"):
@@ -218,3 +222,47 @@ def test_native_entry_points_check_arguments():
         C.codebook_linear(x, idx.astype("int64"), cb, None, out, 2, 6, 1)
     with pytest.raises(ValueError, match="codebook has 1 groups"):
         C.codebook_decode(idx, cb, torch.empty(6, 20).numpy(), 2, 3, 0, 1)
+
+
+@pytest.mark.parametrize("device, variant", Q8_VARIANTS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("group_size", [None, 5])
+@pytest.mark.parametrize("M, N, K", AWKWARD_LINEAR_SHAPES + [(40, 96, 130), (17, 33, 64)])
+def test_int8_option_matches_its_reference_within_the_stated_bound(device, variant, bits, group_size, M, N, K):
+    """The opt-in int8 compute: every kernel equals the int8 reference (integer sums are exact; only
+    the final scaling rounds), and the int8 reference is within codebook_q8_error_bound of the exact
+    product."""
+    packed, codebook, _ = _packed(N, K, bits, group_size, device)
+    gs = group_size or N
+    x, bias = torch.randn(M, K, device=device), torch.randn(N, device=device)
+    x[:, 0] = 0.0
+    with run_variant(variant):
+        y = torch.ops.sparsekit.codebook_linear_q8(x, packed, codebook, bias, K, bits, gs)
+    q8 = codebook_linear_q8_reference(x.double(), packed, codebook, bias.double(), K, bits, gs)
+    torch.testing.assert_close(y.double(), q8, rtol=1e-5, atol=1e-4)
+    exact = codebook_linear_reference(x.double(), packed, codebook.double(), bias.double(), K, bits, gs)
+    bound = codebook_q8_error_bound(x, packed, codebook, K, bits, gs)
+    assert bool(((q8 - exact).abs() <= bound + 1e-9).all())
+
+
+def test_int8_option_in_the_module():
+    lin = nn.Linear(100, 48)
+    x = torch.randn(20, 100)
+    mod = CodebookLinear.from_dense(lin, bits=2, group_size=16, compute="int8")
+    assert "compute='int8'" in repr(mod) and "compute" not in mod.state_dict()
+    with torch.no_grad():
+        y = mod(x)
+    expected = codebook_linear_q8_reference(x, mod.indices, mod.codebook.detach(), mod.bias.detach(), 100, 2, 16)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-4)
+    exact = CodebookLinear.from_dense(lin, bits=2, group_size=16)
+    with torch.no_grad():
+        assert not torch.equal(exact(x), y)  # the option changes results: it is never the default
+        torch.testing.assert_close(torch.compile(mod, fullgraph=True)(x), y)
+    ep = torch.export.export(mod, (x,))
+    assert any("sparsekit.codebook_linear_q8" in str(n.target) for n in ep.graph.nodes)
+    with pytest.raises(RuntimeError, match="inference option"):
+        mod(x.requires_grad_())
+    with pytest.raises(ValueError, match="compute must be one of"):
+        CodebookLinear(4, 4, compute="int4")
+    torch.library.opcheck(torch.ops.sparsekit.codebook_linear_q8.default,
+                          (torch.randn(3, 100), mod.indices, mod.codebook.detach(), None, 100, 2, 16))

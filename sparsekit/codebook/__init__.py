@@ -14,8 +14,20 @@ from .format import (
     unpack_indices,
 )
 from .module import CodebookLinear
-from .op import codebook_linear, codebook_linear_impl, codebook_linear_kernels
-from .reference import codebook_linear_reference
+from .op import (
+    codebook_linear,
+    codebook_linear_impl,
+    codebook_linear_kernels,
+    codebook_linear_q8,
+    codebook_linear_q8_kernels,
+)
+from .reference import (
+    codebook_linear_q8_reference,
+    codebook_linear_reference,
+    codebook_q8_error_bound,
+    quantize_codebook_q8,
+    quantize_rows_q8,
+)
 
 __all__ = [
     "CodebookConfig",
@@ -26,7 +38,13 @@ __all__ = [
     "codebook_linear",
     "codebook_linear_impl",
     "codebook_linear_kernels",
+    "codebook_linear_q8",
+    "codebook_linear_q8_kernels",
+    "codebook_linear_q8_reference",
     "codebook_linear_reference",
+    "codebook_q8_error_bound",
+    "quantize_codebook_q8",
+    "quantize_rows_q8",
     "field_bits",
     "index_words",
     "kmeans_1d",

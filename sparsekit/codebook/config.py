@@ -18,7 +18,8 @@ class CodebookConfig(Config):
 
     bits: int = 2
     group_size: Optional[int] = None
-    iters: int = 30
+    iters: int = 100
+    compute: str = "exact"  # "int8": the opt-in quantized compute (see CodebookLinear)
 
     def accepts(self, module: nn.Module) -> bool:
         return type(module) is nn.Linear
@@ -26,4 +27,5 @@ class CodebookConfig(Config):
 
 @register_handler(CodebookConfig)
 def _convert_linear(module: nn.Linear, config: CodebookConfig) -> CodebookLinear:
-    return CodebookLinear.from_dense(module, bits=config.bits, group_size=config.group_size, iters=config.iters)
+    return CodebookLinear.from_dense(module, bits=config.bits, group_size=config.group_size, iters=config.iters,
+                                     compute=config.compute)

@@ -12,7 +12,8 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from .op import codebook_linear_kernels
+from .op import codebook_linear_kernels, codebook_linear_q8_kernels
+from .reference import quantize_codebook_q8
 
 
 PANEL_ROWS = 512
@@ -56,3 +57,19 @@ def _decoded_panels(C, x2, indices, codebook, bias, bits, group_size, nthreads):
         else:
             torch.addmm(bias[r0:r1, None], w, x2.T, out=out_t[r0:r1])
     return out_t.T.contiguous()
+
+
+@codebook_linear_q8_kernels.register("cpu", ("cpu",), available=_ext.available, supports=_is_fp32)
+def codebook_linear_q8_cpu(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
+    """The int8 option: AMX-INT8 tiles where the CPU has them (from 16 rows), else integer dot
+    products; the same results either way (exact int32 sums of the same quantized values)."""
+    C = _ext.native()
+    if x.dtype != torch.float32:
+        raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
+    N = indices.shape[0]
+    x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, in_features).contiguous()
+    q, cs = quantize_codebook_q8(codebook)
+    out = torch.empty(x2.shape[0], N, dtype=torch.float32)
+    C.codebook_linear_q8(as_numpy(x2), as_numpy(indices), q.numpy(), cs.numpy(), None if bias is None else as_numpy(bias),
+                         out.numpy(), bits, group_size, torch.get_num_threads())
+    return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)

@@ -19,7 +19,7 @@ from .format import (
     pack_indices,
     resolve_group_size,
 )
-from .op import codebook_linear_impl
+from .op import codebook_linear_impl, codebook_linear_q8_impl
 
 FORMAT_VERSION = 1
 
@@ -32,14 +32,25 @@ class CodebookLinear(VersionedFormat, nn.Module):
     ``bits``-bit indices (layout in :mod:`sparsekit.codebook.format`). Shapes follow from the
     constructor arguments alone, so a model can be built on ``meta`` and loaded with
     ``load_state_dict(..., assign=True)``.
+
+    ``compute="exact"`` (default): the products use the fp32 centroids and activations.
+    ``compute="int8"`` (opt-in, inference): activations quantized to int8 per row and centroids
+    per group, exact int32 sums (AMX tiles where the CPU has them); each output is off from the
+    exact value by at most :func:`~sparsekit.codebook.reference.codebook_q8_error_bound`. It is a
+    run-time choice, not part of the stored format.
     """
 
     FORMAT_KIND = "codebook_linear"
     FORMAT_FIELDS = ("out_features", "in_features", "bits", "group_size")
 
+    COMPUTE = ("exact", "int8")
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 2,
-                 group_size: Optional[int] = None, device=None, dtype=None):
+                 group_size: Optional[int] = None, compute: str = "exact", device=None, dtype=None):
         super().__init__()
+        if compute not in self.COMPUTE:
+            raise ValueError(f"compute must be one of {self.COMPUTE}, got {compute!r}")
+        self.compute = compute
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.bits = check_bits(bits)
         self.group_size = resolve_group_size(self.out_features, group_size)
@@ -55,15 +66,15 @@ class CodebookLinear(VersionedFormat, nn.Module):
         return [FORMAT_VERSION, self.out_features, self.in_features, self.bits, self.group_size]
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, bits: int = 2, group_size: Optional[int] = None,
-                   iters: int = 30) -> "CodebookLinear":
+    def from_dense(cls, linear: nn.Linear, bits: int = 2, group_size: Optional[int] = None, iters: int = 100,
+                   compute: str = "exact") -> "CodebookLinear":
         """k-means of ``linear.weight`` into ``2**bits`` centroids per group of ``group_size``
         output rows (one codebook for the whole weight when None)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach()
         mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, bits=bits,
-                  group_size=group_size, device=w.device, dtype=w.dtype)
+                  group_size=group_size, compute=compute, device=w.device, dtype=w.dtype)
         codebook, idx = cluster_weight(w, bits, mod.group_size, iters)
         with torch.no_grad():
             mod.codebook.copy_(codebook)
@@ -74,6 +85,14 @@ class CodebookLinear(VersionedFormat, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (x, self.indices, self.codebook, self.bias, self.in_features, self.bits, self.group_size)
+        if self.compute == "int8":  # inference only: no gradients flow through the quantized path
+            if torch.is_grad_enabled() and x.requires_grad:
+                raise RuntimeError("compute='int8' is an inference option (no gradients); use compute='exact'")
+            args = (x, self.indices, self.codebook.detach(), None if self.bias is None else self.bias.detach(),
+                    self.in_features, self.bits, self.group_size)
+            if needs_dispatcher(x):
+                return torch.ops.sparsekit.codebook_linear_q8(*args)
+            return codebook_linear_q8_impl(*args)
         if needs_dispatcher(x, self.codebook, self.bias):
             return torch.ops.sparsekit.codebook_linear(*args)
         return codebook_linear_impl(*args)
@@ -96,4 +115,4 @@ class CodebookLinear(VersionedFormat, nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}, bias={self.bias is not None}")
+                f"group_size={self.group_size}, bias={self.bias is not None}, compute={self.compute!r}")

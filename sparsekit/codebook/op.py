@@ -17,7 +17,7 @@ from torch import Tensor
 from .._checks import FLOAT_DTYPES, check_shape, check_tensor
 from ..backend import KernelTable
 from .format import check_bits, codebook_dense, index_words, num_groups, unpack_indices
-from .reference import codebook_linear_reference
+from .reference import codebook_linear_q8_reference, codebook_linear_reference
 
 codebook_linear_kernels = KernelTable("sparsekit::codebook_linear")
 codebook_linear_kernels.register("reference", ("any",))(codebook_linear_reference)
@@ -88,3 +88,29 @@ def _backward(ctx, grad):
 
 
 codebook_linear.register_autograd(_backward, setup_context=_setup_context)
+
+
+# The int8 option (opt-in, never a default): activations quantized per row, centroids per group
+# to int8, exact integer sums. Inference only (training uses the exact op). Error bound:
+# reference.codebook_q8_error_bound.
+codebook_linear_q8_kernels = KernelTable("sparsekit::codebook_linear_q8")
+codebook_linear_q8_kernels.register("reference", ("any",))(codebook_linear_q8_reference)
+
+
+def codebook_linear_q8_impl(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
+    check_codebook_linear_args(x, indices, codebook, bias, in_features, bits, group_size)
+    return codebook_linear_q8_kernels.dispatch(x.device.type, x, indices, codebook, bias, in_features, bits,
+                                               group_size)
+
+
+@torch.library.custom_op("sparsekit::codebook_linear_q8", mutates_args=())
+def codebook_linear_q8(x: Tensor, indices: Tensor, codebook: Tensor, bias: Optional[Tensor], in_features: int,
+                       bits: int, group_size: int) -> Tensor:
+    """The int8 option of :func:`codebook_linear` (see :func:`codebook_q8_error_bound`)."""
+    return codebook_linear_q8_impl(x, indices, codebook, bias, in_features, bits, group_size)
+
+
+@codebook_linear_q8.register_fake
+def _(x, indices, codebook, bias, in_features, bits, group_size):
+    check_codebook_linear_args(x, indices, codebook, bias, in_features, bits, group_size)
+    return x.new_empty(*x.shape[:-1], indices.shape[0])

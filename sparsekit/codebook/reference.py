@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .format import codebook_dense
+import torch
+
+from .format import codebook_dense, unpack_indices
 
 
 def codebook_linear_reference(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
@@ -10,3 +12,55 @@ def codebook_linear_reference(x, indices, codebook, bias, in_features: int, bits
     w = codebook_dense(indices, codebook, bits, in_features, group_size).to(x.dtype)
     y = x @ w.T
     return y + bias if bias is not None else y
+
+
+def quantize_codebook_q8(codebook):
+    """The int8 option's centroids: ``(q [G, 16] int8, scale [G])`` with ``codebook ~= q * scale``
+    (symmetric, scale = max |centroid| / 127 per group, round to nearest even); entries past
+    ``2**bits`` repeat ``v & (2**bits - 1)``, so any 4-bit field value selects a real centroid."""
+    k = codebook.shape[1]
+    c = codebook.detach().float()
+    scale = c.abs().amax(dim=1) / 127
+    q = torch.where(scale[:, None] > 0, torch.round(c / scale.clamp_min(1e-38)[:, None]), torch.zeros_like(c))
+    q = q.clamp(-127, 127).to(torch.int8)
+    return q[:, torch.arange(16, device=c.device) % k].contiguous(), scale
+
+
+def quantize_rows_q8(x):
+    """The int8 option's activations: ``(xq int8, scale [rows])``, per row symmetric (max |x| / 127),
+    x / scale rounded to nearest even."""
+    x = x.float()
+    scale = x.abs().amax(dim=-1) / 127
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    xq = torch.where(scale[..., None] > 0, torch.round(x / safe[..., None]), torch.zeros_like(x))
+    return xq.clamp(-127, 127).to(torch.int8), scale
+
+
+def codebook_linear_q8_reference(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
+    """The int8 option in float64 on the quantized values: ``xscale * cscale * (xq . q[idx]) + bias``."""
+    x2 = x.reshape(-1, in_features)
+    xq, xs = quantize_rows_q8(x2)
+    q, cs = quantize_codebook_q8(codebook)
+    idx = unpack_indices(indices, bits, in_features)
+    N = indices.shape[0]
+    group = torch.arange(N, device=idx.device) // group_size
+    wq = q[group[:, None], idx].double()
+    y = (xq.double() @ wq.T) * xs.double()[:, None] * cs.double()[group][None, :]
+    if bias is not None:
+        y = y + bias.double()
+    return y.to(x.dtype).reshape(*x.shape[:-1], N)
+
+
+def codebook_q8_error_bound(x, indices, codebook, in_features: int, bits: int, group_size: int):
+    """Worst-case |int8 option - exact| per output: each activation is off by at most half its
+    row's step and each centroid by half its group's, so
+    ``|dy[m, n]| <= cscale_n / 2 * sum_k |x[m, k]| + xscale_m / 2 * sum_k |q_n[idx] * cscale_n|``."""
+    x2 = x.reshape(-1, in_features).double()
+    _, xs = quantize_rows_q8(x2)
+    q, cs = quantize_codebook_q8(codebook)
+    idx = unpack_indices(indices, bits, in_features)
+    N = indices.shape[0]
+    group = torch.arange(N, device=idx.device) // group_size
+    wq_abs = (q[group[:, None], idx].double() * cs.double()[group][:, None]).abs().sum(dim=1)
+    csn = cs.double()[group]
+    return csn[None, :] / 2 * x2.abs().sum(dim=1, keepdim=True) + xs.double()[:, None] / 2 * wq_abs[None, :]
