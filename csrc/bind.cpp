@@ -4,6 +4,7 @@
 
 #include "bsr_convert.h"
 #include "codebook_decode.h"
+#include "huffman.h"
 #include "common.h"
 #include "isa.h"
 
@@ -363,6 +364,33 @@ void codebook_decode_py(const py::array& idx, const py::array& codebook, py::arr
   codebook_decode(ip, idx.shape(1), cp, bits, field, group_size, row0, rows, K, op, nthreads);
 }
 
+std::vector<uint8_t> huffman_lengths(const py::array& lengths) {
+  if (!lengths.dtype().is(py::dtype::of<uint8_t>()))
+    throw py::type_error("lengths must be uint8, got " + std::string(py::str(lengths.dtype())));
+  SK_CHECK(lengths.ndim() == 1 && (lengths.flags() & py::array::c_style), "lengths must be a contiguous 1-D array");
+  const auto* p = static_cast<const uint8_t*>(lengths.data());
+  return std::vector<uint8_t>(p, p + lengths.shape(0));
+}
+
+// symbols int32 [n] -> bytes of their canonical Huffman codes (lengths uint8 [alphabet])
+py::bytes huffman_encode_py(const py::array& symbols, const py::array& lengths) {
+  check_array<int32_t>(symbols, "symbols", 1);
+  const std::vector<uint8_t> len = huffman_lengths(lengths);
+  const auto* s = static_cast<const int32_t*>(symbols.data());
+  const int64_t n = symbols.shape(0), bits = huffman_encoded_bits(s, n, len);
+  std::string out(static_cast<size_t>((bits + 7) / 8), '\0');
+  huffman_encode(s, n, len, reinterpret_cast<uint8_t*>(&out[0]));
+  return py::bytes(out);
+}
+
+void huffman_decode_py(const py::bytes& data, const py::array& lengths, py::array& out) {
+  check_array<int32_t>(out, "out", 1, /*writable=*/true);
+  const std::vector<uint8_t> len = huffman_lengths(lengths);
+  const std::string buf = data;
+  auto* o = static_cast<int32_t*>(out.mutable_data());
+  huffman_decode(reinterpret_cast<const uint8_t*>(buf.data()), static_cast<int64_t>(buf.size()), out.shape(0), len, o);
+}
+
 void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
                      int nthreads) {
   check_array<float>(out, "out", 2, /*writable=*/true);
@@ -423,6 +451,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("codebook_decode", &sk::codebook_decode_py, py::arg("indices"), py::arg("codebook"), py::arg("out"),
         py::arg("bits"), py::arg("group_size"), py::arg("row0"), py::arg("nthreads"),
         "out[r, k] = codebook[(row0 + r) / group_size][index (r, k)]: float rows of a codebook weight.");
+  m.def("huffman_encode", &sk::huffman_encode_py, py::arg("symbols"), py::arg("lengths"),
+        "Canonical Huffman codes of int32 symbols (code lengths uint8 per symbol), MSB-first bytes.");
+  m.def("huffman_decode", &sk::huffman_decode_py, py::arg("data"), py::arg("lengths"), py::arg("out"),
+        "Decodes out.shape[0] symbols; ValueError on a truncated or invalid stream.");
   m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
         py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

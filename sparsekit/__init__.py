@@ -12,6 +12,7 @@ from .block_sparse import BlockSparseConfig, BSRWeight
 from .codebook import CodebookConfig
 from .config import Config, register_handler
 from .convert import ConvertReport, convert
+from .storage import CompressedReport, load_compressed, save_compressed
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "BlockSparseConfig",
     "CodebookConfig",
     "Config",
+    "CompressedReport",
     "ConvertReport",
     "backend",
     "binary",
@@ -28,9 +30,11 @@ __all__ = [
     "codebook",
     "convert",
     "get_backend",
+    "load_compressed",
     "nn",
     "pruning",
     "register_handler",
+    "save_compressed",
     "set_backend",
     "use_backend",
 ]

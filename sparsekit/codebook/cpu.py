@@ -70,6 +70,7 @@ def codebook_linear_q8_cpu(x, indices, codebook, bias, in_features: int, bits: i
     x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, in_features).contiguous()
     q, cs = quantize_codebook_q8(codebook)
     out = torch.empty(x2.shape[0], N, dtype=torch.float32)
-    C.codebook_linear_q8(as_numpy(x2), as_numpy(indices), q.numpy(), cs.numpy(), None if bias is None else as_numpy(bias),
-                         out.numpy(), bits, group_size, torch.get_num_threads())
+    C.codebook_linear_q8(as_numpy(x2), as_numpy(indices), q.numpy(), cs.numpy(),
+                         None if bias is None else as_numpy(bias), out.numpy(), bits, group_size,
+                         torch.get_num_threads())
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)

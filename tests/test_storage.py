@@ -1,0 +1,111 @@
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sparsekit
+from sparsekit import _ext
+from sparsekit.nn import BinaryConv2d, BinaryLinear, BlockSparseLinear, CodebookLinear
+from sparsekit.storage import MAGIC, huffman_code_lengths
+
+pytestmark = pytest.mark.skipif(not _ext.available(), reason="the Huffman coder is native")
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        BinaryConv2d.from_dense(nn.Conv2d(3, 4, 3, padding=1)),
+        nn.Flatten(),
+        CodebookLinear.from_dense(nn.Linear(4 * 6 * 6, 200), bits=3, group_size=64),
+        nn.ReLU(),
+        BlockSparseLinear.from_dense(nn.Linear(200, 130), block_size=16, sparsity=0.8),
+        nn.ReLU(),
+        BinaryLinear.from_dense(nn.Linear(130, 40)),
+        nn.Linear(40, 10),
+    )
+
+
+def test_round_trip_is_exact_and_smaller(tmp_path):
+    model = _model()
+    model.register_buffer("scale16", torch.randn(3, dtype=torch.float16))
+    model.register_buffer("scale_bf16", torch.randn(2, 2, dtype=torch.bfloat16))
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    report = sparsekit.save_compressed(model, tmp_path / "m.spk")
+    state = sparsekit.load_compressed(tmp_path / "m.spk")
+    assert list(state) == list(model.state_dict())
+    for k, v in model.state_dict().items():
+        assert state[k].dtype == v.dtype and torch.equal(state[k], v), k
+    fresh = _model()
+    for p in fresh.parameters():
+        nn.init.zeros_(p)
+    fresh.register_buffer("scale16", torch.zeros(3, dtype=torch.float16))
+    fresh.register_buffer("scale_bf16", torch.zeros(2, 2, dtype=torch.bfloat16))
+    sparsekit.load_compressed(tmp_path / "m.spk", model=fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)
+    assert report.file_bytes == (tmp_path / "m.spk").stat().st_size
+    assert report.fp32_bytes > 5 * report.file_bytes
+    coded = {e.name: e for e in report.entries if e.codec != "raw"}
+    assert set(coded) == {"2.indices", "4.row_offsets", "4.col_indices"}
+    assert coded["2.indices"].stored_bytes < coded["2.indices"].raw_bytes * 3 / 4 + 64  # 3-bit, not 4-bit fields
+    assert "smaller" in str(report)
+
+
+def test_huffman_code_lengths_are_optimal_and_lossless():
+    freq = np.array([45, 13, 12, 16, 9, 5, 0])
+    lengths = huffman_code_lengths(freq)
+    assert lengths.tolist() == [1, 3, 3, 3, 4, 4, 0]  # the textbook example
+    rng = np.random.default_rng(0)
+    symbols = rng.choice(4, size=10_001, p=[0.6, 0.25, 0.1, 0.05]).astype(np.int32)
+    lengths = huffman_code_lengths(np.bincount(symbols, minlength=4))
+    data = _ext.native().huffman_encode(symbols, lengths)
+    out = np.empty_like(symbols)
+    _ext.native().huffman_decode(data, lengths, out)
+    assert np.array_equal(out, symbols)
+    p = np.bincount(symbols) / symbols.size
+    entropy = -(p * np.log2(p)).sum()
+    assert entropy * symbols.size / 8 <= len(data) <= (entropy + 1) * symbols.size / 8 + 1
+    with pytest.raises(ValueError, match="stream ends"):
+        _ext.native().huffman_decode(data[: len(data) // 2], lengths, out)
+    with pytest.raises(ValueError, match="prefix code"):
+        _ext.native().huffman_decode(data, np.array([1, 1, 1, 0], dtype=np.uint8), out)
+    with pytest.raises(ValueError, match="has no code"):
+        _ext.native().huffman_encode(np.array([3], dtype=np.int32), np.array([1, 1, 0, 0], dtype=np.uint8))
+
+
+def test_truncated_corrupted_and_foreign_files_fail_loudly(tmp_path):
+    model = _model()
+    path = tmp_path / "m.spk"
+    sparsekit.save_compressed(model, path)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.spk"
+    for cut in (5, len(MAGIC) + 20, len(data) // 2, len(data) - 1):
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="truncated"):
+            sparsekit.load_compressed(bad)
+    hlen = struct.unpack_from("<Q", data, len(MAGIC) + 4)[0]
+    for offset, match in ((len(MAGIC) + 12 + 3, "header checksum"), (len(data) - 40, "checksum mismatch in entry")):
+        corrupt = bytearray(data)
+        corrupt[offset] ^= 0x40
+        bad.write_bytes(bytes(corrupt))
+        with pytest.raises(ValueError, match=match):
+            sparsekit.load_compressed(bad)
+    assert hlen > 0
+    bad.write_bytes(b"PK\x03\x04" + data[4:])
+    with pytest.raises(ValueError, match="bad magic"):
+        sparsekit.load_compressed(bad)
+    wrong = bytearray(data)
+    struct.pack_into("<I", wrong, len(MAGIC), 99)
+    bad.write_bytes(bytes(wrong))
+    with pytest.raises(ValueError, match="version 99"):
+        sparsekit.load_compressed(bad)
+    bad.write_bytes(data + b"\0")
+    with pytest.raises(ValueError, match="unexpected bytes"):
+        sparsekit.load_compressed(bad)
+    other = nn.Sequential(*list(_model())[:-1], nn.Linear(40, 11))  # a different last layer
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        sparsekit.load_compressed(path, model=other)
