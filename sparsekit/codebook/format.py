@@ -171,5 +171,6 @@ def codebook_dense(packed: torch.Tensor, codebook: torch.Tensor, bits: int, K: i
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB."""
-    noise = (reference.double() - approx.double()).pow(2).mean()
-    return float(10 * torch.log10(reference.double().pow(2).mean() / noise.clamp_min(1e-300)))
+    reference, approx = reference.detach().double(), approx.detach().double()
+    noise = (reference - approx).pow(2).mean()
+    return float(10 * torch.log10(reference.pow(2).mean() / noise.clamp_min(1e-300)))
