@@ -26,7 +26,7 @@ MS = [1, 8, 256] if QUICK else [1, 8, 256, 1024]
 COLD_MS = [1, 8]
 COLD_BYTES = (64 if QUICK else 512) << 20
 
-pytestmark = pytest.mark.skipif("cpu" not in DEVICES, reason="CPU suite not selected (SPARSEKIT_BENCH_DEVICE)")
+cpu_only = pytest.mark.skipif("cpu" not in DEVICES, reason="CPU suite not selected (SPARSEKIT_BENCH_DEVICE)")
 
 _base = {}
 
@@ -89,6 +89,7 @@ PROVIDERS = ["torch_fp32", "torch_int8_dynamic", "sparsekit_codebook_2bit", "spa
              "sparsekit_codebook_1bit", "sparsekit_codebook_4bit"]
 
 
+@cpu_only
 @pytest.mark.parametrize("M", MS)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_codebook_linear(benchmark, M, provider):
@@ -101,6 +102,7 @@ def test_codebook_linear(benchmark, M, provider):
                 baseline="torch_fp32", M=M)
 
 
+@cpu_only
 @pytest.mark.parametrize("M", COLD_MS)
 @pytest.mark.parametrize("provider", ["torch_fp32", "torch_int8_dynamic", "sparsekit_codebook_2bit",
                                       "sparsekit_codebook_2bit_int8"])
@@ -117,3 +119,16 @@ def test_codebook_linear_not_cache_resident(benchmark, M, provider):
     with torch.no_grad():
         measure(benchmark, step, group=f"codebook_cold/cpu/K=N={SIZE}/M={M}/{COLD_BYTES >> 20}MiB", provider=provider,
                 baseline="torch_fp32", M=M, layers=len(layers))
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device selected")
+@pytest.mark.parametrize("M", MS)
+@pytest.mark.parametrize("provider", ["torch_fp32", "sparsekit_codebook_2bit"])
+def test_codebook_linear_cuda(benchmark, M, provider):
+    """GPU: the Triton kernel (indices decoded in registers) vs cuBLAS fp32 on the dense weight."""
+    mod = _layer(provider)
+    mod = _clone(mod).cuda()
+    x = torch.randn(M, SIZE, device="cuda")
+    with torch.no_grad():
+        measure(benchmark, lambda: mod(x), group=f"codebook/cuda/K=N={SIZE}/M={M}", provider=provider,
+                baseline="torch_fp32", device="cuda", M=M)

@@ -1,6 +1,7 @@
 """Weight clustering: k-means codebooks of 1-4 bit indices and the matmul that runs on them."""
 
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
+from . import triton as _triton  # noqa: F401  (registers the Triton kernel where Triton runs)
 from .config import CodebookConfig
 from .format import (
     SUPPORTED_BITS,
