@@ -312,11 +312,21 @@ SK_AMX static void quantize_panel(const float* x, int64_t K, int64_t nch, int64_
 }
 
 // Chunks c0 .. c0+kw-1 (64 indices each) of 32 weight rows from n0 (valid of them) as int8
-// centroids, row-major tiles [2][kw][16][64].
+// centroids, row-major tiles [2][kw][16][64]. Two- and four-bit fields: a byte permute puts the
+// index bytes of output qword t (indices 8t .. 8t+7) into that qword, VPMULTISHIFTQB pulls out
+// an 8-bit window starting at each index, and a 64-entry byte permute whose entry v is the
+// centroid of v's low field bits maps the windows to centroids: four instructions per 64
+// weights. One-bit rows: the 64 bits are a blend mask.
 SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, int64_t n0, int64_t valid, int64_t c0, int64_t kw,
                                       int8_t* dst) {
   const int64_t f = a.field, chunk = 8 * f, row_bytes = 4 * a.Wd;  // index bytes per 64 indices, per row
-  const __m512i m2 = _mm512_set1_epi32(0x03030303), lo4 = _mm512_set1_epi16(0x000F), hi4 = _mm512_set1_epi16(0x00F0);
+  alignas(64) int8_t place[64], shifts[64], lows[64];
+  for (int b = 0; b < 64; ++b) {
+    place[b] = static_cast<int8_t>((b / 8) * f + (b % 8 < f ? b % 8 : 0));  // qword t <- bytes f*t ..
+    shifts[b] = static_cast<int8_t>((b % 8) * f);                          // window of index b % 8
+    lows[b] = static_cast<int8_t>(b & ((1 << f) - 1) & ((1 << a.bits) - 1));
+  }
+  const __m512i vplace = _mm512_load_si512(place), vshift = _mm512_load_si512(shifts), vlow = _mm512_load_si512(lows);
   for (int64_t i = 0; i < 32; ++i) {
     int8_t* row = dst + (i / 16) * kw * kTile + (i % 16) * 64;
     if (i >= valid) {
@@ -325,25 +335,22 @@ SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, int64_t n0, int64
     }
     const int64_t n = n0 + i;
     const int8_t* qcb = a.qcodebook + (n / a.group_size) * 16;
-    const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qcb)));
+    // table[v] = centroid of v's low field bits (v < 64: the 6 index bits VPERMB reads)
+    const __m512i tbl = _mm512_permutexvar_epi8(vlow, _mm512_castsi128_si512(
+                                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(qcb))));
     const uint8_t* src = reinterpret_cast<const uint8_t*>(a.idx + n * a.Wd);
     for (int64_t c = 0; c < kw; ++c) {
       const int64_t off = (c0 + c) * chunk, avail = row_bytes - off;  // bytes of this row left
       __m512i out;
-      if (f == 2) {
-        const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(static_cast<__mmask16>(first(avail)), src + off));
-        __m512i v = _mm512_or_si512(_mm512_or_si512(b, _mm512_slli_epi32(b, 6)),
-                                    _mm512_or_si512(_mm512_slli_epi32(b, 12), _mm512_slli_epi32(b, 18)));
-        out = _mm512_shuffle_epi8(tbl, _mm512_and_si512(v, m2));  // byte j of dword r: index 4r + j
-      } else if (f == 4) {
-        const __mmask32 m = avail >= 32 ? ~__mmask32{0} : ((__mmask32{1} << avail) - 1);
-        const __m512i w = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + off));
-        const __m512i v = _mm512_or_si512(_mm512_and_si512(w, lo4), _mm512_slli_epi16(_mm512_and_si512(w, hi4), 4));
-        out = _mm512_shuffle_epi8(tbl, v);
-      } else {  // 1 bit: the 64 bits are the blend mask
+      if (f == 1) {
         uint64_t bits = 0;
         for (int64_t b = 0; b < 8 && b < avail; ++b) bits |= static_cast<uint64_t>(src[off + b]) << (8 * b);
         out = _mm512_mask_blend_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(qcb[0]), _mm512_set1_epi8(qcb[1]));
+      } else {
+        const int64_t nb = avail < chunk ? avail : chunk;
+        const __m512i raw = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << nb) - 1), src + off);
+        const __m512i win = _mm512_multishift_epi64_epi8(vshift, _mm512_permutexvar_epi8(vplace, raw));
+        out = _mm512_permutexvar_epi8(win, tbl);
       }
       _mm512_store_si512(row + c * kTile, out);
     }
