@@ -2,6 +2,9 @@
 // to the instruction set chosen at run time. No kernel logic lives here.
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "bsr_convert.h"
 #include "codebook_decode.h"
 #include "huffman.h"
@@ -304,34 +307,45 @@ void codebook_linear(const py::array& x, const py::array& idx, const py::array& 
   fn(a);
 }
 
-// The int8 option: y float32 [M, N] from x [M, K], indices, qcodebook int8 [G, 16], cscale [G]
-void codebook_linear_q8(const py::array& x, const py::array& idx, const py::array& qcodebook,
-                        const py::array& cscale, const py::object& bias, py::array& y, int64_t bits,
-                        int64_t group_size, int nthreads) {
+// The int8 option: y float32 [M, N] from x [M, K], indices and the float codebook [G, 2^bits],
+// whose centroids are quantized here per group (as reference.quantize_codebook_q8: scale =
+// max |c| / 127, c / scale rounded to nearest even; entries past 2^bits repeat v & (2^bits - 1)).
+void codebook_linear_q8(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
+                        py::array& y, int64_t bits, int64_t group_size, int nthreads) {
   check_array<float>(x, "x", 2);
   check_array<int32_t>(idx, "indices", 2);
-  if (!qcodebook.dtype().is(py::dtype::of<int8_t>()))
-    throw py::type_error("qcodebook must be int8, got " + std::string(py::str(qcodebook.dtype())));
-  SK_CHECK(qcodebook.ndim() == 2 && (qcodebook.flags() & py::array::c_style), "qcodebook must be a C-contiguous 2-D array");
-  check_array<float>(cscale, "cscale", 1);
+  check_array<float>(codebook, "codebook", 2);
   check_array<float>(y, "out", 2, /*writable=*/true);
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
   SK_CHECK(bits >= 1 && bits <= 4, "bits must be 1, 2, 3 or 4, got " << bits);
   SK_CHECK(group_size >= 1, "group_size must be >= 1, got " << group_size);
   const int64_t M = x.shape(0), K = x.shape(1), N = idx.shape(0), G = (N + group_size - 1) / group_size;
-  const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = (K + per - 1) / per;
+  const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = (K + per - 1) / per, ncb = int64_t{1} << bits;
   check_dim(idx, "indices", 1, Wd);
-  check_dim(qcodebook, "qcodebook", 0, G);
-  check_dim(qcodebook, "qcodebook", 1, 16);
-  check_dim(cscale, "cscale", 0, G);
+  check_dim(codebook, "codebook", 0, G);
+  check_dim(codebook, "codebook", 1, ncb);
   check_dim(y, "out", 0, M);
   check_dim(y, "out", 1, N);
+  std::vector<int8_t> q(static_cast<size_t>(G * 16));
+  std::vector<float> cscale(static_cast<size_t>(G));
+  const auto* cb = static_cast<const float*>(codebook.data());
+  for (int64_t g = 0; g < G; ++g) {
+    float amax = 0.f;
+    for (int64_t v = 0; v < ncb; ++v) amax = std::max(amax, std::fabs(cb[g * ncb + v]));
+    const float scale = amax / 127.f;
+    cscale[g] = scale;
+    for (int64_t v = 0; v < 16; ++v) {
+      const float c = cb[g * ncb + (v & (ncb - 1))];
+      const float r = scale > 0.f ? std::nearbyint(c / scale) : 0.f;
+      q[g * 16 + v] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, r)));
+    }
+  }
   py::array keep_b;
   CodebookQ8Args a{};
   a.x = static_cast<const float*>(x.data());
   a.idx = static_cast<const uint32_t*>(idx.data());
-  a.qcodebook = static_cast<const int8_t*>(qcodebook.data());
-  a.cscale = static_cast<const float*>(cscale.data());
+  a.qcodebook = q.data();
+  a.cscale = cscale.data();
   a.bias = optional_floats(bias, "bias", N, keep_b);
   a.y = static_cast<float*>(y.mutable_data());
   a.M = M, a.N = N, a.K = K, a.Wd = Wd, a.bits = bits, a.field = field, a.group_size = group_size;
@@ -444,10 +458,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("codebook_linear", &sk::codebook_linear, py::arg("x"), py::arg("indices"), py::arg("codebook"),
         py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"), py::arg("nthreads"),
         "out = x @ W.T + bias with W[n, k] = codebook[n / group_size][index (n, k)], indices packed in int32.");
-  m.def("codebook_linear_q8", &sk::codebook_linear_q8, py::arg("x"), py::arg("indices"), py::arg("qcodebook"),
-        py::arg("cscale"), py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"),
-        py::arg("nthreads"),
-        "The int8 option: x quantized per row, centroids qcodebook * cscale, exact int32 sums.");
+  m.def("codebook_linear_q8", &sk::codebook_linear_q8, py::arg("x"), py::arg("indices"), py::arg("codebook"),
+        py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"), py::arg("nthreads"),
+        "The int8 option: x quantized per row and centroids per group to int8, exact int32 sums.");
   m.def("codebook_decode", &sk::codebook_decode_py, py::arg("indices"), py::arg("codebook"), py::arg("out"),
         py::arg("bits"), py::arg("group_size"), py::arg("row0"), py::arg("nthreads"),
         "out[r, k] = codebook[(row0 + r) / group_size][index (r, k)]: float rows of a codebook weight.");

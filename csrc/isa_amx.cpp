@@ -363,7 +363,10 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   const int64_t nch = (a.K + 63) / 64;
   const int64_t q_block = imin((a.M + 31) / 32 * 32, std::max<int64_t>(32, kCbQBytes / (nch * 64) / 32 * 32));
   const int64_t pairs = q_block / 32, p_blocks = (a.N + 31) / 32;
-  const int64_t q_bytes = q_block * nch * 64, p_bytes = 2 * kKWords * kTile, c_bytes = pairs * 32 * 32 * 4;
+  // with a single pair of activation panels (M <= 32) a weight block is expanded whole (2 x nch KB,
+  // L2): its accumulators then never go back to memory between steps (measured faster at M = 8)
+  const int64_t kstep = pairs == 1 ? nch : kKWords;
+  const int64_t q_bytes = q_block * nch * 64, p_bytes = 2 * kstep * kTile, c_bytes = pairs * 32 * 32 * 4;
   const int64_t t_bytes = p_bytes + c_bytes + 2 * 2 * 32 * 4;  // + per-row scale and bias of a weight block
   int8_t* buf = scratch(q_bytes + q_block * 4 + nt * t_bytes);
   int8_t* qbuf = buf;
@@ -394,8 +397,8 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
 #pragma omp for schedule(dynamic)
       for (int64_t pb = 0; pb < p_blocks; ++pb) {
         const int64_t n0 = pb * 32, np = imin(32, a.N - n0);
-        for (int64_t c0 = 0; c0 < nch; c0 += kKWords) {
-          const int64_t kw = imin(kKWords, nch - c0);
+        for (int64_t c0 = 0; c0 < nch; c0 += kstep) {
+          const int64_t kw = imin(kstep, nch - c0);
           expand_weight_rows(a, n0, np, c0, kw, pt);
           for (int64_t s = 0; s < panels; s += 2)
             tile_block(pt, qbuf + (s * nch + c0) * kTile, qbuf + ((s + 1) * nch + c0) * kTile, kw, c0 > 0,

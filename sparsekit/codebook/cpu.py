@@ -13,7 +13,6 @@ import torch
 from .. import _ext
 from .._ext import as_numpy
 from .op import codebook_linear_kernels, codebook_linear_q8_kernels
-from .reference import quantize_codebook_q8
 
 
 PANEL_ROWS = 512
@@ -68,9 +67,8 @@ def codebook_linear_q8_cpu(x, indices, codebook, bias, in_features: int, bits: i
         raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
     N = indices.shape[0]
     x2 = x if x.dim() == 2 and x.is_contiguous() else x.reshape(-1, in_features).contiguous()
-    q, cs = quantize_codebook_q8(codebook)
     out = torch.empty(x2.shape[0], N, dtype=torch.float32)
-    C.codebook_linear_q8(as_numpy(x2), as_numpy(indices), q.numpy(), cs.numpy(),
-                         None if bias is None else as_numpy(bias), out.numpy(), bits, group_size,
-                         torch.get_num_threads())
+    # the centroids are quantized natively, as reference.quantize_codebook_q8
+    C.codebook_linear_q8(as_numpy(x2), as_numpy(indices), as_numpy(codebook), None if bias is None else as_numpy(bias),
+                         out.numpy(), bits, group_size, torch.get_num_threads())
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)
