@@ -275,9 +275,10 @@ void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>&
   fn(a);
 }
 
-// y float32 [M, N] = x [M, K] @ (codebook[n / group_size][idx[n, k]]).T + bias
-void codebook_linear(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
-                     py::array& y, int64_t bits, int64_t group_size, int nthreads) {
+// Checks the arguments shared by both codebook entry points and fills the exact kernel's args.
+CodebookLinearArgs codebook_args(const py::array& x, const py::array& idx, const py::array& codebook,
+                                 const py::object& bias, py::array& y, int64_t bits, int64_t group_size,
+                                 int nthreads, py::array& keep_b) {
   check_array<float>(x, "x", 2);
   check_array<int32_t>(idx, "indices", 2);
   check_array<float>(codebook, "codebook", 2);
@@ -288,12 +289,11 @@ void codebook_linear(const py::array& x, const py::array& idx, const py::array& 
   const int64_t M = x.shape(0), K = x.shape(1), N = idx.shape(0);
   const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = (K + per - 1) / per;
   check_dim(idx, "indices", 1, Wd);
-  SK_CHECK(Wd * 16 < (int64_t{1} << 29), "in_features=" << K << " is too large for the codebook kernel");
+  SK_CHECK(Wd * 16 < (int64_t{1} << 29), "in_features=" << K << " is too large for the codebook kernels");
   check_dim(codebook, "codebook", 0, (N + group_size - 1) / group_size);
   check_dim(codebook, "codebook", 1, int64_t{1} << bits);
   check_dim(y, "out", 0, M);
   check_dim(y, "out", 1, N);
-  py::array keep_b;
   CodebookLinearArgs a{};
   a.x = static_cast<const float*>(x.data());
   a.idx = static_cast<const uint32_t*>(idx.data());
@@ -302,6 +302,14 @@ void codebook_linear(const py::array& x, const py::array& idx, const py::array& 
   a.y = static_cast<float*>(y.mutable_data());
   a.M = M, a.N = N, a.K = K, a.Wd = Wd, a.bits = bits, a.field = field, a.group_size = group_size;
   a.nthreads = nthreads;
+  return a;
+}
+
+// y float32 [M, N] = x [M, K] @ (codebook[n / group_size][idx[n, k]]).T + bias
+void codebook_linear(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
+                     py::array& y, int64_t bits, int64_t group_size, int nthreads) {
+  py::array keep_b;
+  const CodebookLinearArgs a = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
   const auto fn = kernels(current_isa()).codebook_linear;
   py::gil_scoped_release release;
   fn(a);
@@ -312,43 +320,25 @@ void codebook_linear(const py::array& x, const py::array& idx, const py::array& 
 // max |c| / 127, c / scale rounded to nearest even; entries past 2^bits repeat v & (2^bits - 1)).
 void codebook_linear_q8(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
                         py::array& y, int64_t bits, int64_t group_size, int nthreads) {
-  check_array<float>(x, "x", 2);
-  check_array<int32_t>(idx, "indices", 2);
-  check_array<float>(codebook, "codebook", 2);
-  check_array<float>(y, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
-  SK_CHECK(bits >= 1 && bits <= 4, "bits must be 1, 2, 3 or 4, got " << bits);
-  SK_CHECK(group_size >= 1, "group_size must be >= 1, got " << group_size);
-  const int64_t M = x.shape(0), K = x.shape(1), N = idx.shape(0), G = (N + group_size - 1) / group_size;
-  const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = (K + per - 1) / per, ncb = int64_t{1} << bits;
-  check_dim(idx, "indices", 1, Wd);
-  check_dim(codebook, "codebook", 0, G);
-  check_dim(codebook, "codebook", 1, ncb);
-  check_dim(y, "out", 0, M);
-  check_dim(y, "out", 1, N);
+  py::array keep_b;
+  const CodebookLinearArgs e = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
+  const int64_t G = (e.N + group_size - 1) / group_size, ncb = int64_t{1} << bits;
   std::vector<int8_t> q(static_cast<size_t>(G * 16));
   std::vector<float> cscale(static_cast<size_t>(G));
-  const auto* cb = static_cast<const float*>(codebook.data());
   for (int64_t g = 0; g < G; ++g) {
+    const float* cb = e.codebook + g * ncb;
     float amax = 0.f;
-    for (int64_t v = 0; v < ncb; ++v) amax = std::max(amax, std::fabs(cb[g * ncb + v]));
+    for (int64_t v = 0; v < ncb; ++v) amax = std::max(amax, std::fabs(cb[v]));
     const float scale = amax / 127.f;
     cscale[g] = scale;
     for (int64_t v = 0; v < 16; ++v) {
-      const float c = cb[g * ncb + (v & (ncb - 1))];
-      const float r = scale > 0.f ? std::nearbyint(c / scale) : 0.f;
+      const float r = scale > 0.f ? std::nearbyint(cb[v & (ncb - 1)] / scale) : 0.f;
       q[g * 16 + v] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, r)));
     }
   }
-  py::array keep_b;
   CodebookQ8Args a{};
-  a.x = static_cast<const float*>(x.data());
-  a.idx = static_cast<const uint32_t*>(idx.data());
-  a.qcodebook = q.data();
-  a.cscale = cscale.data();
-  a.bias = optional_floats(bias, "bias", N, keep_b);
-  a.y = static_cast<float*>(y.mutable_data());
-  a.M = M, a.N = N, a.K = K, a.Wd = Wd, a.bits = bits, a.field = field, a.group_size = group_size;
+  a.x = e.x, a.idx = e.idx, a.qcodebook = q.data(), a.cscale = cscale.data(), a.bias = e.bias, a.y = e.y;
+  a.M = e.M, a.N = e.N, a.K = e.K, a.Wd = e.Wd, a.bits = e.bits, a.field = e.field, a.group_size = e.group_size;
   a.nthreads = nthreads;
   const auto fn = kernels(current_isa()).codebook_linear_q8;
   py::gil_scoped_release release;

@@ -8,6 +8,18 @@
 // 3-4 bits. Other ISAs decode each weight row to floats once and take dot products.
 // Fields wider than `bits` (3-bit indices in 4-bit fields) use their low `bits` bits.
 
+// out[k] = table[field k of row, low bits emask] for k < K (fields of f bits, 32 / f per word)
+template <typename T>
+static inline void decode_row(const uint32_t* row, int64_t Wd, int64_t f, int64_t emask, int64_t K, const T* table,
+                              T* out) {
+  const int64_t per = 32 / f;
+  for (int64_t wd = 0; wd < Wd; ++wd) {
+    uint32_t word = row[wd];
+    const int64_t k0 = wd * per, nk = K - k0 < per ? K - k0 : per;
+    for (int64_t i = 0; i < nk; ++i, word >>= f) out[k0 + i] = table[word & emask];
+  }
+}
+
 #if SK_VW == 16
 // tables of words [w0, w1) of activation row x for codebook row cb (2^bits entries)
 static void build_codebook_tables(const CodebookLinearArgs& a, const float* x, const float* cb, int64_t w0,
@@ -56,7 +68,7 @@ void codebook_linear(const CodebookLinearArgs& a) {
   if (a.M == 0 || a.N == 0) return;
   typedef Vec<SK_VW> V;
   typedef typename V::type vw;
-  const int64_t f = a.field, per = 32 / f, emask = (int64_t{1} << a.bits) - 1, K = a.K, Kv = K - K % SK_VW;
+  const int64_t f = a.field, emask = (int64_t{1} << a.bits) - 1, K = a.K, Kv = K - K % SK_VW;
 #pragma omp parallel num_threads(a.nthreads)
   {
     float* w = static_cast<float*>(thread_scratch(sizeof(float) * (K + SK_VW), 0));
@@ -64,11 +76,7 @@ void codebook_linear(const CodebookLinearArgs& a) {
     for (int64_t n = 0; n < a.N; ++n) {
       const float* cb = a.codebook + (n / a.group_size) * (emask + 1);
       const uint32_t* row = a.idx + n * a.Wd;
-      for (int64_t wd = 0; wd < a.Wd; ++wd) {
-        uint32_t word = row[wd];
-        const int64_t k0 = wd * per, nk = K - k0 < per ? K - k0 : per;
-        for (int64_t i = 0; i < nk; ++i, word >>= f) w[k0 + i] = cb[word & emask];
-      }
+      decode_row(row, a.Wd, f, emask, K, cb, w);
       for (int64_t m = 0; m < a.M; ++m) {
         const float* x = a.x + m * K;
         vw acc = vw{};
@@ -102,7 +110,7 @@ static inline float quantize_row_q8(const float* x, int64_t K, int8_t* xq) {
 
 void codebook_linear_q8(const CodebookQ8Args& a) {
   if (a.M == 0 || a.N == 0) return;
-  const int64_t f = a.field, per = 32 / f, emask = (int64_t{1} << a.bits) - 1, K = a.K;
+  const int64_t f = a.field, emask = (int64_t{1} << a.bits) - 1, K = a.K;
   int8_t* xq = static_cast<int8_t*>(thread_scratch(a.M * K, 1));
   float* xs = static_cast<float*>(thread_scratch(sizeof(float) * a.M, 2));
 #pragma omp parallel num_threads(a.nthreads)
@@ -115,11 +123,7 @@ void codebook_linear_q8(const CodebookQ8Args& a) {
       const int64_t g = n / a.group_size;
       const int8_t* qcb = a.qcodebook + g * 16;
       const uint32_t* row = a.idx + n * a.Wd;
-      for (int64_t wd = 0; wd < a.Wd; ++wd) {
-        uint32_t word = row[wd];
-        const int64_t k0 = wd * per, nk = K - k0 < per ? K - k0 : per;
-        for (int64_t i = 0; i < nk; ++i, word >>= f) w[k0 + i] = qcb[word & emask];
-      }
+      decode_row(row, a.Wd, f, emask, K, qcb, w);
       for (int64_t m = 0; m < a.M; ++m) {
         const int8_t* q = xq + m * K;
         int32_t acc = 0;

@@ -50,6 +50,17 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
+// Every kernel here uses tiles 0-7 as 16 rows x 64 bytes (int32 accumulators: 16 x 16).
+SK_AMX static void configure_tiles() {
+  TileConfig cfg = {};
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
 SK_AMX static inline __m512i pm1(__mmask64 bits) {
   return _mm512_mask_blend_epi8(bits, _mm512_set1_epi8(-1), _mm512_set1_epi8(1));
 }
@@ -228,13 +239,7 @@ SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
   const uint64_t last_mask = low_bits_mask(g.last_bits);
 #pragma omp parallel num_threads(nt)
   {
-    TileConfig cfg = {};
-    cfg.palette = 1;
-    for (int t = 0; t < 8; ++t) {
-      cfg.colsb[t] = 64;
-      cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    configure_tiles();
     int8_t* qbuf = buf + omp_get_thread_num() * t_bytes;
     int8_t* pt = qbuf + q_bytes;
     int32_t* c = reinterpret_cast<int32_t*>(pt + p_bytes);
@@ -374,13 +379,7 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   int8_t* tbuf = buf + q_bytes + q_block * 4;
 #pragma omp parallel num_threads(nt)
   {
-    TileConfig cfg = {};
-    cfg.palette = 1;
-    for (int t = 0; t < 8; ++t) {
-      cfg.colsb[t] = 64;
-      cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    configure_tiles();
     int8_t* pt = tbuf + omp_get_thread_num() * t_bytes;
     int32_t* c = reinterpret_cast<int32_t*>(pt + p_bytes);
     float* cs = reinterpret_cast<float*>(pt + p_bytes + c_bytes);  // [32] centroid scale, [32] bias

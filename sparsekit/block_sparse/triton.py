@@ -8,31 +8,15 @@ broadcast-multiply-reduce. Accumulates in fp32 for every input dtype.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2
 from ..backend import triton_available
 from .op import bsr_linear_kernels
 
-try:
+if HAS_TRITON:
     import triton
     import triton.language as tl
-
-    _HAS_TRITON = True
-except Exception:  # triton missing or broken: the kernel is simply not registered
-    _HAS_TRITON = False
-
-
-# SPARSEKIT_TRITON_AUTOTUNE=0 uses one fixed tile (tests: many shapes, each would autotune)
-AUTOTUNE = os.environ.get("SPARSEKIT_TRITON_AUTOTUNE", "1") != "0"
-
-
-def _next_pow2(v: int) -> int:
-    return 1 << max(0, (int(v) - 1).bit_length())
-
-
-if _HAS_TRITON:
 
     def _configs():
         return [
@@ -86,9 +70,7 @@ if _HAS_TRITON:
     _bsr_linear_autotuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "BH", "BW"])(_bsr_linear_kernel)
 
     def bsr_linear_triton(x, values, col_indices, row_offsets, bias, out_features: int, in_features: int):
-        interpret = os.environ.get("TRITON_INTERPRET") == "1"
-        if x.device.type != "cuda" and not interpret:
-            raise ValueError(f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
+        interpret = interpreting(x)
         N, K = out_features, in_features
         lead = x.shape[:-1]
         x2 = x.reshape(-1, K)
@@ -105,14 +87,13 @@ if _HAS_TRITON:
         Nb = -(-N // bh)
         values = values.contiguous()
         use_dot = bh >= 16 and bw >= 16
-        # fp32 follows torch's own matmul setting (full fp32 by default, like cuBLAS)
-        precision = "tf32" if x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+        precision = dot_precision(x)
         args = (
             x2, values, col_indices, row_offsets, bias if bias is not None else values, y,
-            M, N, K, _next_pow2(M), x2.stride(0), x2.stride(1), y.stride(0), y.stride(1),
+            M, N, K, next_pow2(M), x2.stride(0), x2.stride(1), y.stride(0), y.stride(1),
         )
         meta = dict(
-            BH=bh, BW=bw, BHP=max(16, _next_pow2(bh)), BWP=max(16, _next_pow2(bw)),
+            BH=bh, BW=bw, BHP=max(16, next_pow2(bh)), BWP=max(16, next_pow2(bw)),
             HAS_BIAS=bias is not None, USE_DOT=use_dot, PRECISION=precision,
         )
         if interpret or not AUTOTUNE:  # autotuning under the interpreter only costs time

@@ -53,10 +53,12 @@ def codebook_linear(x: Tensor, indices: Tensor, codebook: Tensor, bias: Optional
     return codebook_linear_impl(x, indices, codebook, bias, in_features, bits, group_size)
 
 
-@codebook_linear.register_fake
-def _(x, indices, codebook, bias, in_features, bits, group_size):
+def _fake(x, indices, codebook, bias, in_features, bits, group_size):  # both ops: [..., N] like x
     check_codebook_linear_args(x, indices, codebook, bias, in_features, bits, group_size)
     return x.new_empty(*x.shape[:-1], indices.shape[0])
+
+
+codebook_linear.register_fake(_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -110,7 +112,4 @@ def codebook_linear_q8(x: Tensor, indices: Tensor, codebook: Tensor, bias: Optio
     return codebook_linear_q8_impl(x, indices, codebook, bias, in_features, bits, group_size)
 
 
-@codebook_linear_q8.register_fake
-def _(x, indices, codebook, bias, in_features, bits, group_size):
-    check_codebook_linear_args(x, indices, codebook, bias, in_features, bits, group_size)
-    return x.new_empty(*x.shape[:-1], indices.shape[0])
+codebook_linear_q8.register_fake(_fake)

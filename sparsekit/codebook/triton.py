@@ -9,30 +9,16 @@ fp32 for every input dtype.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2
 from ..backend import triton_available
 from .format import field_bits
 from .op import codebook_linear_kernels
 
-try:
+if HAS_TRITON:
     import triton
     import triton.language as tl
-
-    _HAS_TRITON = True
-except Exception:  # triton missing or broken: the kernel is simply not registered
-    _HAS_TRITON = False
-
-AUTOTUNE = os.environ.get("SPARSEKIT_TRITON_AUTOTUNE", "1") != "0"
-
-
-def _next_pow2(v: int) -> int:
-    return 1 << max(0, (int(v) - 1).bit_length())
-
-
-if _HAS_TRITON:
 
     def _configs():
         return [
@@ -76,9 +62,7 @@ if _HAS_TRITON:
         _codebook_linear_kernel)
 
     def codebook_linear_triton(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
-        interpret = os.environ.get("TRITON_INTERPRET") == "1"
-        if x.device.type != "cuda" and not interpret:
-            raise ValueError(f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
+        interpret = interpreting(x)
         N, K = indices.shape[0], in_features
         lead = x.shape[:-1]
         x2 = x.reshape(-1, K)
@@ -87,9 +71,9 @@ if _HAS_TRITON:
         if M == 0 or N == 0:
             return y.reshape(*lead, N)
         f = field_bits(bits)
-        precision = "tf32" if x.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+        precision = dot_precision(x)
         args = (x2, indices.contiguous(), codebook.contiguous(), bias if bias is not None else codebook, y,
-                M, N, K, indices.shape[1], group_size, _next_pow2(M),
+                M, N, K, indices.shape[1], group_size, next_pow2(M),
                 x2.stride(0), x2.stride(1), y.stride(0), y.stride(1))
         # NCB: fields are masked to 2**bits entries (3-bit indices sit in 4-bit fields)
         meta = dict(FIELD=f, PER=32 // f, NCB=2**bits, HAS_BIAS=bias is not None, PRECISION=precision)
