@@ -69,9 +69,13 @@ void codebook_linear(const CodebookLinearArgs& a) {
   typedef Vec<SK_VW> V;
   typedef typename V::type vw;
   const int64_t f = a.field, emask = (int64_t{1} << a.bits) - 1, K = a.K, Kv = K - K % SK_VW;
+  // every thread's weight row, allocated here (an allocation failure inside the parallel region
+  // could not be reported)
+  const int64_t stride = (K + SK_VW + 15) / 16 * 16;
+  float* rows = static_cast<float*>(thread_scratch(sizeof(float) * stride * a.nthreads, 0));
 #pragma omp parallel num_threads(a.nthreads)
   {
-    float* w = static_cast<float*>(thread_scratch(sizeof(float) * (K + SK_VW), 0));
+    float* w = rows + stride * omp_get_thread_num();
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < a.N; ++n) {
       const float* cb = a.codebook + (n / a.group_size) * (emask + 1);
@@ -113,11 +117,13 @@ void codebook_linear_q8(const CodebookQ8Args& a) {
   const int64_t f = a.field, emask = (int64_t{1} << a.bits) - 1, K = a.K;
   int8_t* xq = static_cast<int8_t*>(thread_scratch(a.M * K, 1));
   float* xs = static_cast<float*>(thread_scratch(sizeof(float) * a.M, 2));
+  const int64_t stride = (K + 63) / 64 * 64;
+  int8_t* rows = static_cast<int8_t*>(thread_scratch(stride * a.nthreads, 0));
 #pragma omp parallel num_threads(a.nthreads)
   {
 #pragma omp for schedule(static)
     for (int64_t m = 0; m < a.M; ++m) xs[m] = quantize_row_q8(a.x + m * K, K, xq + m * K);
-    int8_t* w = static_cast<int8_t*>(thread_scratch(K, 0));
+    int8_t* w = rows + stride * omp_get_thread_num();
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < a.N; ++n) {
       const int64_t g = n / a.group_size;
