@@ -37,7 +37,7 @@ static inline uint64_t low_bits_mask(int64_t bits) {  // bits in 1..64
 
 // A function attribute rather than the target pragma of the other ISA files: GCC 12 refuses to
 // inline the intrinsics into C++ code under the pragma, or under an arch= target.
-#define SK_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,amx-tile,amx-int8")))
+#define SK_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vnni,amx-tile,amx-int8")))
 
 constexpr int64_t kTile = 1024;          // bytes of one 16 x 64 int8 tile
 constexpr int64_t kMinRows = 96;         // fewer activation rows: the VPOPCNTDQ kernel is faster (measured)
@@ -362,8 +362,162 @@ SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, int64_t n0, int64
   }
 }
 
+// Small M: no tiles. Each weight row's 64-index chunk expands to centroid bytes in registers
+// (as above) and VPDPBUSD multiplies it with the activation rows, which are quantized the same
+// way but stored offset by 128 as unsigned bytes (VPDPBUSD takes one unsigned operand); the
+// offset comes back out through each row's centroid sum, accumulated by the same instruction.
+constexpr int64_t kVnniMaxRows = 6;  // more activation rows: the tiles (measured crossover, K = N = 4096)
+
+struct RowExpander {
+  __m512i place, shift, low;
+  int64_t f, chunk, row_bytes;
+};
+
+SK_AMX static RowExpander make_expander(const CodebookQ8Args& a) {
+  RowExpander e;
+  alignas(64) int8_t place[64], shifts[64], lows[64];
+  const int64_t f = a.field;
+  for (int b = 0; b < 64; ++b) {
+    place[b] = static_cast<int8_t>((b / 8) * f + (b % 8 < f ? b % 8 : 0));
+    shifts[b] = static_cast<int8_t>((b % 8) * f);
+    lows[b] = static_cast<int8_t>(b & ((1 << f) - 1) & ((1 << a.bits) - 1));
+  }
+  e.place = _mm512_load_si512(place);
+  e.shift = _mm512_load_si512(shifts);
+  e.low = _mm512_load_si512(lows);
+  e.f = f;
+  e.chunk = 8 * f;
+  e.row_bytes = 4 * a.Wd;
+  return e;
+}
+
+// 64 centroid bytes of chunk c of a row (indices src, centroid table tbl / qcb); F = field bits,
+// FULL: the chunk lies wholly inside the row (no masked load)
+template <int F, bool FULL>
+SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* src, int64_t c, __m512i tbl,
+                                          const int8_t* qcb) {
+  const int64_t off = c * 8 * F;
+  if constexpr (F == 1) {
+    uint64_t bits = 0;
+    if (FULL) {
+      __builtin_memcpy(&bits, src + off, 8);
+    } else {
+      for (int64_t b = 0; b < 8 && b < e.row_bytes - off; ++b) bits |= static_cast<uint64_t>(src[off + b]) << (8 * b);
+    }
+    return _mm512_mask_blend_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(qcb[0]), _mm512_set1_epi8(qcb[1]));
+  } else {
+    const int64_t nb = FULL ? 8 * F : imin(8 * F, e.row_bytes - off);
+    const __m512i raw = FULL && F == 4 ? _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + off)))
+                        : FULL         ? _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + off)))
+                                       : _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << nb) - 1), src + off);
+    return _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(e.shift, _mm512_permutexvar_epi8(e.place, raw)), tbl);
+  }
+}
+
+// Rows n0, n0+1 (valid of them) against MC activation rows (u8, Kp apart) from m0.
+template <int MC, int F>
+SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, const uint8_t* xu, int64_t Kp,
+                             const float* xs, int64_t nch, int64_t n0, int64_t valid, int64_t m0) {
+  __m512i acc[2][MC], wsum[2];
+  SK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    wsum[r] = _mm512_setzero_si512();
+    SK_UNROLL
+    for (int m = 0; m < MC; ++m) acc[r][m] = _mm512_setzero_si512();
+  }
+  const __m512i ones = _mm512_set1_epi8(1);
+  const uint8_t* src[2];
+  const int8_t* qcb[2];
+  __m512i tbl[2];
+  SK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t n = n0 + (r < valid ? r : 0);
+    src[r] = reinterpret_cast<const uint8_t*>(a.idx + n * a.Wd);
+    qcb[r] = a.qcodebook + (n / a.group_size) * 16;
+    tbl[r] = _mm512_permutexvar_epi8(e.low, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qcb[r]))));
+  }
+  const int64_t full = imin(e.row_bytes / (8 * F), nch);  // chunks wholly inside a row
+  for (int64_t c = 0; c < nch; ++c) {
+    SK_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const __m512i w = c < full ? expand_chunk<F, true>(e, src[r], c, tbl[r], qcb[r])
+                                 : expand_chunk<F, false>(e, src[r], c, tbl[r], qcb[r]);
+      wsum[r] = _mm512_dpbusd_epi32(wsum[r], ones, w);
+      SK_UNROLL
+      for (int m = 0; m < MC; ++m)
+        acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], _mm512_loadu_si512(xu + (m0 + m) * Kp + 64 * c), w);
+    }
+  }
+  for (int r = 0; r < valid; ++r) {
+    const int64_t n = n0 + r;
+    const int64_t offset = 128 * static_cast<int64_t>(_mm512_reduce_add_epi32(wsum[r]));
+    const float cs = a.cscale[n / a.group_size], b = a.bias ? a.bias[n] : 0.f;
+    SK_UNROLL
+    for (int m = 0; m < MC; ++m) {
+      const int64_t dot = static_cast<int64_t>(_mm512_reduce_add_epi32(acc[r][m])) - offset;
+      a.y[(m0 + m) * a.N + n] = xs[m0 + m] * cs * static_cast<float>(dot) + b;
+    }
+  }
+}
+
+// Weight rows n0, n0+1 against every activation row, 8, 4 or 1 at a time.
+template <int F>
+SK_AMX static void vnni_pair(const CodebookQ8Args& a, const RowExpander& e, const uint8_t* xu, int64_t Kp,
+                             const float* xs, int64_t nch, int64_t n0, int64_t valid) {
+  for (int64_t m0 = 0; m0 < a.M; m0 += 8) {  // every weight chunk expands once per 8 activation rows
+    switch (imin(8, a.M - m0)) {
+      case 1: vnni_rows<1, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 2: vnni_rows<2, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 3: vnni_rows<3, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 4: vnni_rows<4, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 5: vnni_rows<5, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 6: vnni_rows<6, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 7: vnni_rows<7, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      default: vnni_rows<8, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+    }
+  }
+}
+
+SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
+  const int64_t nch = (a.K + 63) / 64, Kp = nch * 64;
+  int8_t* buf = scratch(a.M * Kp + a.M * 4);
+  uint8_t* xu = reinterpret_cast<uint8_t*>(buf);
+  float* xs = reinterpret_cast<float*>(buf + a.M * Kp);
+  const RowExpander e = make_expander(a);
+  const int nt = a.nthreads > 0 ? a.nthreads : 1;
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < a.M; ++m) {  // quantize as quantize_panel, + 128, padding = 128 (zero)
+      const float* xr = a.x + m * a.K;
+      __m512 mx = _mm512_setzero_ps();
+      for (int64_t k = 0; k < a.K; k += 16)
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(first(a.K - k), xr + k)));
+      const float scale = _mm512_reduce_max_ps(mx) / 127.f;
+      xs[m] = scale;
+      const __m512 vs = _mm512_set1_ps(scale > 0.f ? scale : 1.f);
+      for (int64_t k = 0; k < Kp; k += 16) {
+        const __m512 v = scale > 0.f && k < a.K ? _mm512_maskz_loadu_ps(first(a.K - k), xr + k) : _mm512_setzero_ps();
+        const __m128i q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_div_ps(v, vs)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(xu + m * Kp + k), _mm_xor_si128(q, _mm_set1_epi8(-128)));
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t n0 = 0; n0 < a.N; n0 += 2) {
+      const int64_t valid = imin(2, a.N - n0);
+      if (a.field == 1)
+        vnni_pair<1>(a, e, xu, Kp, xs, nch, n0, valid);
+      else if (a.field == 2)
+        vnni_pair<2>(a, e, xu, Kp, xs, nch, n0, valid);
+      else
+        vnni_pair<4>(a, e, xu, Kp, xs, nch, n0, valid);
+    }
+  }
+}
+
 SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   if (a.M == 0 || a.N == 0) return;
+  if (a.M <= kVnniMaxRows) return codebook_q8_vnni(a);
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t nch = (a.K + 63) / 64;
   const int64_t q_block = imin((a.M + 31) / 32 * 32, std::max<int64_t>(32, kCbQBytes / (nch * 64) / 32 * 32));
