@@ -363,9 +363,9 @@ SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, int64_t n0, int64
 }
 
 // Small M: no tiles. Each weight row's 64-index chunk expands to centroid bytes in registers
-// (as above) and VPDPBUSD multiplies it with the activation rows, which are quantized the same
-// way but stored offset by 128 as unsigned bytes (VPDPBUSD takes one unsigned operand); the
-// offset comes back out through each row's centroid sum, accumulated by the same instruction.
+// (as above), offset by 128 to unsigned bytes (VPDPBUSD takes one unsigned operand), and VPDPBUSD
+// multiplies them with the activation rows (quantized the same way); the offset comes back out
+// through each activation row's sum of quantized values.
 constexpr int64_t kVnniMaxRows = 6;  // more activation rows: the tiles (measured crossover, K = N = 4096)
 
 struct RowExpander {
@@ -391,7 +391,8 @@ SK_AMX static RowExpander make_expander(const CodebookQ8Args& a) {
   return e;
 }
 
-// 64 centroid bytes of chunk c of a row (indices src, centroid table tbl / qcb); F = field bits,
+// 64 centroid bytes + 128 of chunk c of a row (indices src, table tbl of centroids + 128, qcb the
+// centroids); F = field bits,
 // FULL: the chunk lies wholly inside the row (no masked load)
 template <int F, bool FULL>
 SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* src, int64_t c, __m512i tbl,
@@ -404,7 +405,8 @@ SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* s
     } else {
       for (int64_t b = 0; b < 8 && b < e.row_bytes - off; ++b) bits |= static_cast<uint64_t>(src[off + b]) << (8 * b);
     }
-    return _mm512_mask_blend_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(qcb[0]), _mm512_set1_epi8(qcb[1]));
+    return _mm512_mask_blend_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(static_cast<char>(qcb[0] ^ 0x80)),
+                                  _mm512_set1_epi8(static_cast<char>(qcb[1] ^ 0x80)));
   } else {
     const int64_t nb = FULL ? 8 * F : imin(8 * F, e.row_bytes - off);
     const __m512i raw = FULL && F == 4 ? _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + off)))
@@ -414,18 +416,16 @@ SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* s
   }
 }
 
-// Rows n0, n0+1 (valid of them) against MC activation rows (u8, Kp apart) from m0.
+// Rows n0, n0+1 (valid of them) against MC activation rows (int8, Kp apart; xsum: their sums) from m0.
 template <int MC, int F>
-SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, const uint8_t* xu, int64_t Kp,
-                             const float* xs, int64_t nch, int64_t n0, int64_t valid, int64_t m0) {
-  __m512i acc[2][MC], wsum[2];
+SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, const int8_t* xq, int64_t Kp,
+                             const float* xs, const int32_t* xsum, int64_t nch, int64_t n0, int64_t valid,
+                             int64_t m0) {
+  __m512i acc[2][MC];
   SK_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    wsum[r] = _mm512_setzero_si512();
+  for (int r = 0; r < 2; ++r)
     SK_UNROLL
     for (int m = 0; m < MC; ++m) acc[r][m] = _mm512_setzero_si512();
-  }
-  const __m512i ones = _mm512_set1_epi8(1);
   const uint8_t* src[2];
   const int8_t* qcb[2];
   __m512i tbl[2];
@@ -434,7 +434,9 @@ SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, cons
     const int64_t n = n0 + (r < valid ? r : 0);
     src[r] = reinterpret_cast<const uint8_t*>(a.idx + n * a.Wd);
     qcb[r] = a.qcodebook + (n / a.group_size) * 16;
-    tbl[r] = _mm512_permutexvar_epi8(e.low, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qcb[r]))));
+    tbl[r] = _mm512_xor_si512(
+        _mm512_permutexvar_epi8(e.low, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qcb[r])))),
+        _mm512_set1_epi8(-128));  // + 128 as unsigned bytes
   }
   const int64_t full = imin(e.row_bytes / (8 * F), nch);  // chunks wholly inside a row
   for (int64_t c = 0; c < nch; ++c) {
@@ -442,19 +444,17 @@ SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, cons
     for (int r = 0; r < 2; ++r) {
       const __m512i w = c < full ? expand_chunk<F, true>(e, src[r], c, tbl[r], qcb[r])
                                  : expand_chunk<F, false>(e, src[r], c, tbl[r], qcb[r]);
-      wsum[r] = _mm512_dpbusd_epi32(wsum[r], ones, w);
       SK_UNROLL
       for (int m = 0; m < MC; ++m)
-        acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], _mm512_loadu_si512(xu + (m0 + m) * Kp + 64 * c), w);
+        acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], w, _mm512_loadu_si512(xq + (m0 + m) * Kp + 64 * c));
     }
   }
   for (int r = 0; r < valid; ++r) {
     const int64_t n = n0 + r;
-    const int64_t offset = 128 * static_cast<int64_t>(_mm512_reduce_add_epi32(wsum[r]));
     const float cs = a.cscale[n / a.group_size], b = a.bias ? a.bias[n] : 0.f;
     SK_UNROLL
     for (int m = 0; m < MC; ++m) {
-      const int64_t dot = static_cast<int64_t>(_mm512_reduce_add_epi32(acc[r][m])) - offset;
+      const int64_t dot = static_cast<int64_t>(_mm512_reduce_add_epi32(acc[r][m])) - 128 * int64_t{xsum[m0 + m]};
       a.y[(m0 + m) * a.N + n] = xs[m0 + m] * cs * static_cast<float>(dot) + b;
     }
   }
@@ -462,33 +462,34 @@ SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, cons
 
 // Weight rows n0, n0+1 against every activation row, 8, 4 or 1 at a time.
 template <int F>
-SK_AMX static void vnni_pair(const CodebookQ8Args& a, const RowExpander& e, const uint8_t* xu, int64_t Kp,
-                             const float* xs, int64_t nch, int64_t n0, int64_t valid) {
+SK_AMX static void vnni_pair(const CodebookQ8Args& a, const RowExpander& e, const int8_t* xq, int64_t Kp,
+                             const float* xs, const int32_t* xsum, int64_t nch, int64_t n0, int64_t valid) {
   for (int64_t m0 = 0; m0 < a.M; m0 += 8) {  // every weight chunk expands once per 8 activation rows
     switch (imin(8, a.M - m0)) {
-      case 1: vnni_rows<1, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      case 2: vnni_rows<2, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      case 3: vnni_rows<3, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      case 4: vnni_rows<4, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      case 5: vnni_rows<5, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      case 6: vnni_rows<6, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      case 7: vnni_rows<7, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
-      default: vnni_rows<8, F>(a, e, xu, Kp, xs, nch, n0, valid, m0); break;
+      case 1: vnni_rows<1, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 2: vnni_rows<2, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 3: vnni_rows<3, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 4: vnni_rows<4, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 5: vnni_rows<5, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 6: vnni_rows<6, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 7: vnni_rows<7, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      default: vnni_rows<8, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
     }
   }
 }
 
 SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
   const int64_t nch = (a.K + 63) / 64, Kp = nch * 64;
-  int8_t* buf = scratch(a.M * Kp + a.M * 4);
-  uint8_t* xu = reinterpret_cast<uint8_t*>(buf);
+  int8_t* buf = scratch(a.M * Kp + a.M * 8);
+  int8_t* xq = buf;
   float* xs = reinterpret_cast<float*>(buf + a.M * Kp);
+  int32_t* xsum = reinterpret_cast<int32_t*>(buf + a.M * Kp + a.M * 4);
   const RowExpander e = make_expander(a);
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
 #pragma omp parallel num_threads(nt)
   {
 #pragma omp for schedule(static)
-    for (int64_t m = 0; m < a.M; ++m) {  // quantize as quantize_panel, + 128, padding = 128 (zero)
+    for (int64_t m = 0; m < a.M; ++m) {  // quantize as quantize_panel; padding past K is zero
       const float* xr = a.x + m * a.K;
       __m512 mx = _mm512_setzero_ps();
       for (int64_t k = 0; k < a.K; k += 16)
@@ -496,21 +497,24 @@ SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
       const float scale = _mm512_reduce_max_ps(mx) / 127.f;
       xs[m] = scale;
       const __m512 vs = _mm512_set1_ps(scale > 0.f ? scale : 1.f);
+      __m512i sum = _mm512_setzero_si512();
       for (int64_t k = 0; k < Kp; k += 16) {
         const __m512 v = scale > 0.f && k < a.K ? _mm512_maskz_loadu_ps(first(a.K - k), xr + k) : _mm512_setzero_ps();
-        const __m128i q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_div_ps(v, vs)));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(xu + m * Kp + k), _mm_xor_si128(q, _mm_set1_epi8(-128)));
+        const __m512i qi = _mm512_cvtps_epi32(_mm512_div_ps(v, vs));  // |qi| <= 127: no saturation below
+        sum = _mm512_add_epi32(sum, qi);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + m * Kp + k), _mm512_cvtsepi32_epi8(qi));
       }
+      xsum[m] = _mm512_reduce_add_epi32(sum);
     }
 #pragma omp for schedule(static)
     for (int64_t n0 = 0; n0 < a.N; n0 += 2) {
       const int64_t valid = imin(2, a.N - n0);
       if (a.field == 1)
-        vnni_pair<1>(a, e, xu, Kp, xs, nch, n0, valid);
+        vnni_pair<1>(a, e, xq, Kp, xs, xsum, nch, n0, valid);
       else if (a.field == 2)
-        vnni_pair<2>(a, e, xu, Kp, xs, nch, n0, valid);
+        vnni_pair<2>(a, e, xq, Kp, xs, xsum, nch, n0, valid);
       else
-        vnni_pair<4>(a, e, xu, Kp, xs, nch, n0, valid);
+        vnni_pair<4>(a, e, xq, Kp, xs, xsum, nch, n0, valid);
     }
   }
 }
