@@ -63,6 +63,27 @@ bool cpu_has_amx() {
 #endif
 }
 
+bool cpu_has_vnni_vbmi() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// avx512vp level: the codebook int8 option in registers (VPDPBUSD) where the CPU has VNNI and
+// VBMI (Ice Lake, Zen 4), else the generic integer path
+void avx512vp_codebook_linear_q8(const CodebookQ8Args& a) {
+  if (cpu_has_vnni_vbmi())
+    amx::codebook_linear_q8_vnni(a);
+  else
+    avx512::codebook_linear_q8(a);
+}
+
 const Isa kAllIsas[] = {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512vp, Isa::amx};
 
 Isa initial_isa() {
@@ -142,9 +163,9 @@ const Kernels& kernels(Isa isa) {
        avx2::codebook_linear, avx2::codebook_linear_q8},
       {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
        avx512::codebook_linear, avx512::codebook_linear_q8},
-      // VPOPCNTDQ changes only the XNOR GEMM
+      // VPOPCNTDQ changes the XNOR GEMM (and VNNI + VBMI, where present, the codebook int8 option)
       {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear, avx512::codebook_linear_q8},
+       avx512::codebook_linear, avx512vp_codebook_linear_q8},
       // AMX changes the XNOR GEMM (from 96 rows on) and the codebook matmul's int8 option
       {avx512::bsr_linear, amx::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
        avx512::codebook_linear, amx::codebook_linear_q8},

@@ -38,6 +38,7 @@ void xnor_gemm(const XnorGemmArgs& a);
 namespace amx {
 void xnor_gemm(const XnorGemmArgs& a);
 void codebook_linear_q8(const CodebookQ8Args& a);
+void codebook_linear_q8_vnni(const CodebookQ8Args& a);  // needs AVX512-VNNI and VBMI, not AMX
 bool takes(int64_t M, int64_t N, bool conv_out, int nthreads);  // whether xnor_gemm runs on the tiles
 }
 

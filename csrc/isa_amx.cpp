@@ -519,6 +519,13 @@ SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
   }
 }
 
+// The VNNI path at every M: the int8 option on AVX-512 CPUs with VNNI and VBMI but no AMX
+// (isa.cpp selects it for the avx512vp level where the CPU has both). No tile instruction here.
+SK_AMX void codebook_linear_q8_vnni(const CodebookQ8Args& a) {
+  if (a.M == 0 || a.N == 0) return;
+  codebook_q8_vnni(a);
+}
+
 SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   if (a.M == 0 || a.N == 0) return;
   if (a.M <= kVnniMaxRows) return codebook_q8_vnni(a);
@@ -589,6 +596,7 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
 bool takes(int64_t, int64_t, bool, int) { return false; }
 void xnor_gemm(const XnorGemmArgs&) {}  // never selected off x86
 void codebook_linear_q8(const CodebookQ8Args&) {}
+void codebook_linear_q8_vnni(const CodebookQ8Args&) {}
 #endif
 
 }  // namespace amx
