@@ -266,3 +266,15 @@ def test_int8_option_in_the_module():
         CodebookLinear(4, 4, compute="int4")
     torch.library.opcheck(torch.ops.sparsekit.codebook_linear_q8.default,
                           (torch.randn(3, 100), mod.indices, mod.codebook.detach(), None, 100, 2, 16))
+
+
+@pytest.mark.parametrize("device, variant", Q8_VARIANTS)
+def test_int8_option_with_several_activation_blocks(device, variant):
+    """Enough activation rows x K for the AMX kernel to quantize them in more than one block."""
+    M, N, K = 300, 40, 4100
+    packed, codebook, _ = _packed(N, K, 2, 16, device)
+    x = torch.randn(M, K, device=device)
+    with run_variant(variant):
+        y = torch.ops.sparsekit.codebook_linear_q8(x, packed, codebook, None, K, 2, 16)
+    q8 = codebook_linear_q8_reference(x.double(), packed, codebook, None, K, 2, 16)
+    torch.testing.assert_close(y.double(), q8, rtol=1e-5, atol=1e-3)
