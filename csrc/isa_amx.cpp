@@ -266,13 +266,12 @@ SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
 }
 
 // ---- The codebook matmul's int8 option on the tiles -------------------------------------
-// P = the weights: each row's indices expand to the int8 centroids of its group (a byte shuffle
-// on the group's 16-entry table; 1-bit rows by a mask blend), 64 per tile row, kKWords chunks at
-// a time in L1. Q = the activations, quantized per row (as codebook_impl.h's generic path:
+// P = the weights: each row's indices expand to the int8 centroids of its group (see
+// expand_weight_rows), 64 per tile row, kKWords chunks at a time in L1 (a whole block at once
+// when M <= 32). Q = the activations, quantized per row (as codebook_impl.h's generic path:
 // scale = max|x| / 127, x / scale rounded to nearest even) straight into VNNI tiles, once per
 // block of rows, shared by the threads, which split the weight rows. C[n][m] goes out through
-// gathers along n. Used at every M: at M = 1 the weight expansion (about 1 ms at 4096 x 4096)
-// still beats the generic integer path.
+// gathers along n. At M <= kVnniMaxRows the register path below (codebook_q8_vnni) runs instead.
 constexpr int64_t kCbQBytes = 1 << 20;    // activation rows quantized at a time (VNNI, L2)
 
 // Activation rows (valid of 16) into VNNI tiles [nch][16][64] and their scales.
