@@ -1,7 +1,9 @@
-// XNOR GEMM on the AMX tile unit (Sapphire Rapids and later): the +-1 vectors are expanded
-// to int8 +-1 tile by tile and multiplied with TDPBSSD, 16 x 16 x 64 multiply-accumulates per
-// instruction, about three times the VPOPCNTDQ kernel's rate on the same core. The packed
-// operands stay one bit per element in memory; only the tiles in flight are int8.
+// Kernels on the AMX tile unit (Sapphire Rapids and later), 16 x 16 x 64 int8 multiply-
+// accumulates per TDPBSSD: the XNOR GEMM (the +-1 vectors expanded to int8 +-1 tile by tile,
+// about three times the VPOPCNTDQ kernel's rate on the same core) and the codebook matmul's int8
+// option (the indices expanded to int8 centroids). The packed operands stay packed in memory;
+// only the tiles in flight are int8. The codebook's register path (VPDPBUSD, no tiles) lives here
+// too, since it shares the index expansion; isa.cpp also selects it for CPUs with VNNI and VBMI.
 //
 // isa.cpp selects this ISA only on a CPU that reports AMX-TILE/AMX-INT8 and AVX512-VBMI, an OS
 // that enables the tile state, and after Linux granted it (arch_prctl ARCH_REQ_XCOMP_PERM).
