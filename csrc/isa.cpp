@@ -42,12 +42,14 @@ bool cpu_has_avx512vp() {
 #endif
 }
 
-// AMX needs the CPU (AMX-TILE, AMX-INT8; AVX512-VBMI for the expansion), the OS (XCR0 tile
+// AMX needs the CPU (AMX-TILE, AMX-INT8; AVX512-VBMI and VNNI for the expansion and the small-M
+// codebook path), the OS (XCR0 tile
 // state bits) and, on Linux, a per-process grant of the tile data state, requested once here.
 bool cpu_has_amx() {
 #if defined(__x86_64__) && defined(__linux__)
   static const bool ok = [] {
-    if (!cpu_has_avx512vp() || !__builtin_cpu_supports("avx512vbmi")) return false;
+    if (!cpu_has_avx512vp() || !__builtin_cpu_supports("avx512vbmi") || !__builtin_cpu_supports("avx512vnni"))
+      return false;
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 25) & 1)) return false;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;  // OSXSAVE
