@@ -43,8 +43,8 @@ bool cpu_has_avx512vp() {
 }
 
 // AMX needs the CPU (AMX-TILE, AMX-INT8; AVX512-VBMI and VNNI for the expansion and the small-M
-// codebook path), the OS (XCR0 tile
-// state bits) and, on Linux, a per-process grant of the tile data state, requested once here.
+// codebook path), the OS (XCR0 tile state bits) and, on Linux, a per-process grant of the tile
+// data state, requested once here.
 bool cpu_has_amx() {
 #if defined(__x86_64__) && defined(__linux__)
   static const bool ok = [] {
