@@ -155,7 +155,7 @@ def _dense_fp32_bytes(model: nn.Module) -> int:
     from .block_sparse.module import BlockSparseLinear
     from .codebook.module import CodebookLinear
 
-    total, covered = 0, set()
+    total, seen = 0, set()  # seen: tensors already counted (a sparsekit layer's own, shared ones)
     for _, mod in model.named_modules():
         if isinstance(mod, (BinaryLinear, BlockSparseLinear, CodebookLinear)):
             total += mod.out_features * mod.in_features * 4
@@ -165,8 +165,7 @@ def _dense_fp32_bytes(model: nn.Module) -> int:
             continue
         if getattr(mod, "bias", None) is not None:
             total += mod.bias.numel() * 4
-        covered.update(id(t) for t in list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False)))
-    seen = set(covered)
+        seen.update(id(t) for t in list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False)))
     for t in list(model.parameters()) + list(model.buffers()):
         if id(t) not in seen:
             seen.add(id(t))
@@ -185,7 +184,6 @@ def save_compressed(model: nn.Module, path: str | os.PathLike) -> CompressedRepo
         if t.device.type == "meta":
             raise ValueError(f"state_dict entry {name!r} is on the meta device (no data to save)")
         entry = {"name": name, "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "codec": "raw"}
-        blob = None
         codec, params = codecs.get(name, ("raw", {}))
         if codec == "huffman_codebook_indices":
             from .codebook.format import unpack_indices
@@ -196,16 +194,12 @@ def save_compressed(model: nn.Module, path: str | os.PathLike) -> CompressedRepo
             coded = _huffman(np.diff(t.cpu().numpy().astype(np.int64)), params["Kb"] + 1)
         elif codec == "huffman_bsr_columns":
             offsets = state[params["rows"]].cpu().numpy().astype(np.int64)
-            cols = t.cpu().numpy().astype(np.int64)
-            gaps = cols.copy()
-            gaps[1:] -= cols[:-1] + 1
-            gaps[offsets[:-1][np.diff(offsets) > 0]] = cols[offsets[:-1][np.diff(offsets) > 0]]  # row starts
-            coded = _huffman(gaps, params["Kb"])
+            coded = _huffman(_bsr_gaps_from_cols(t.cpu().numpy().astype(np.int64), offsets), params["Kb"])
         else:
             coded = None
         if coded is not None:
             lengths, blob = coded
-            entry.update(codec=codec, lengths=lengths, **{k: v for k, v in params.items()})
+            entry.update(codec=codec, lengths=lengths, **params)
         else:
             blob = _raw_bytes(t)
         entry["nbytes"] = len(blob)
@@ -309,6 +303,16 @@ def _decode(e: dict, blob: bytes, state: dict, where: str) -> torch.Tensor:
             raise ValueError(f"{where}: row offsets do not match {numel} blocks")
         return torch.from_numpy(_bsr_cols_from_gaps(gaps, offs).astype(np.int32))
     raise ValueError(f"{where}: unknown codec {codec!r}")
+
+
+def _bsr_gaps_from_cols(cols: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """The column coding: per block row, gap[0] = col[0], gap[i] = col[i] - col[i-1] - 1 (>= 0:
+    the columns of a row increase strictly)."""
+    gaps = cols.copy()
+    gaps[1:] -= cols[:-1] + 1
+    starts = offs[:-1][np.diff(offs) > 0]
+    gaps[starts] = cols[starts]
+    return gaps
 
 
 def _bsr_cols_from_gaps(gaps: np.ndarray, offs: np.ndarray) -> np.ndarray:

@@ -54,6 +54,15 @@ class _LatentWeight:
         raise NotImplementedError
 
     @torch.no_grad()
+    def _init_from(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+        """from_dense: the packed weight (and the latent one, when trainable) and the bias."""
+        if self.latent_weight is not None:
+            self.latent_weight.copy_(weight)
+        self._pack(weight)
+        if bias is not None:
+            self.bias.copy_(bias)
+
+    @torch.no_grad()
     def freeze(self):
         """Packs the latent weight and drops it: the layer becomes inference-only."""
         if self.latent_weight is not None:
@@ -101,12 +110,7 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
         w = linear.weight.detach()
         mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, input_scale=input_scale,
                   trainable=trainable, binarize_input=binarize_input, device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            if trainable:
-                mod.latent_weight.copy_(w)
-            mod._pack(w)
-            if linear.bias is not None:
-                mod.bias.copy_(linear.bias)
+        mod._init_from(w, linear.bias)
         return mod
 
     @torch.no_grad()
@@ -203,12 +207,7 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
         w = conv.weight.detach()
         mod = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                   bias=conv.bias is not None, trainable=trainable, device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            if trainable:
-                mod.latent_weight.copy_(w)
-            mod._pack(w)
-            if conv.bias is not None:
-                mod.bias.copy_(conv.bias)
+        mod._init_from(w, conv.bias)
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
