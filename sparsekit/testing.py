@@ -92,3 +92,15 @@ def assert_eval_and_freeze_keep_outputs(module: torch.nn.Module, x: torch.Tensor
     assert module.latent_weight is None and "latent_weight" not in module.state_dict()
     with torch.no_grad():
         torch.testing.assert_close(module(x), trained, rtol=1e-4, atol=1e-4)
+
+
+def assert_compiles_and_exports(model: torch.nn.Module, x: torch.Tensor, op: str) -> torch.Tensor:
+    """``model(x)`` under ``torch.compile(fullgraph=True)`` and through ``torch.export`` equals
+    eager mode, and the exported graph calls ``torch.ops.sparsekit.<op>``. Returns the output."""
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), expected)
+    ep = torch.export.export(model, (x,))
+    assert any(f"sparsekit.{op}" in str(n.target) for n in ep.graph.nodes)
+    torch.testing.assert_close(ep.module()(x), expected)
+    return expected

@@ -10,6 +10,7 @@ from sparsekit.binary import BinaryConfig, binary_conv2d_kernels, pack_signs, si
 from sparsekit.binary.format import im2col_words
 from sparsekit.nn import BinaryConv2d
 from sparsekit.testing import (
+    assert_compiles_and_exports,
     assert_eval_and_freeze_keep_outputs,
     cpu_isas,
     devices,
@@ -158,9 +159,7 @@ def test_state_dict_compile_export_and_bytes():
     x = torch.randn(1, 64, 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)
-        torch.testing.assert_close(torch.compile(mod, fullgraph=True)(x), mod(x))
-    ep = torch.export.export(mod, (x,))
-    torch.testing.assert_close(ep.module()(x), mod(x))
+    assert_compiles_and_exports(mod, x, "binary_conv2d")
     with pytest.raises(ValueError, match="padding_h=1 \\(module has 0\\)"):
         BinaryConv2d(64, 32, 3, padding=0).load_state_dict(sd)
 

@@ -7,7 +7,14 @@ from torch import nn
 import sparsekit
 from sparsekit.binary import BinaryConfig, SignSTE, binary_linear_kernels, binary_linear_reference, pack_signs, sign_pm1
 from sparsekit.nn import BinaryLinear
-from sparsekit.testing import assert_eval_and_freeze_keep_outputs, devices, fit, kernel_variants, run_variant
+from sparsekit.testing import (
+    assert_compiles_and_exports,
+    assert_eval_and_freeze_keep_outputs,
+    devices,
+    fit,
+    kernel_variants,
+    run_variant,
+)
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(binary_linear_kernels, d) if v != "reference"]
 
@@ -102,13 +109,7 @@ def test_state_dict_round_trip_meta_and_mismatch():
 
 def test_compile_and_export():
     model = nn.Sequential(BinaryLinear.from_dense(nn.Linear(70, 40)), nn.ReLU(), nn.Linear(40, 5))
-    x = torch.randn(3, 70)
-    with torch.no_grad():
-        expected = model(x)
-        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), expected)
-    ep = torch.export.export(model, (x,))
-    assert any("sparsekit.binary_linear" in str(n.target) for n in ep.graph.nodes)
-    torch.testing.assert_close(ep.module()(x), expected)
+    assert_compiles_and_exports(model, torch.randn(3, 70), "binary_linear")
 
 
 def test_straight_through_training_then_frozen_inference():

@@ -24,7 +24,14 @@ from sparsekit.codebook import (
 )
 from sparsekit.codebook import cpu as codebook_cpu
 from sparsekit.nn import CodebookLinear
-from sparsekit.testing import AWKWARD_LINEAR_SHAPES, devices, fit, kernel_variants, run_variant
+from sparsekit.testing import (
+    AWKWARD_LINEAR_SHAPES,
+    assert_compiles_and_exports,
+    devices,
+    fit,
+    kernel_variants,
+    run_variant,
+)
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(codebook_linear_kernels, d) if v != "reference"]
 Q8_VARIANTS = [(d, v) for d in devices() for v in kernel_variants(codebook_linear_q8_kernels, d) if v != "reference"]
@@ -170,13 +177,7 @@ def test_module_state_dict_meta_compile_export_and_bytes():
     sd3["indices"][0, 0] |= 0xF  # a 3-bit index of 15
     with pytest.raises(ValueError, match="an index is >= 8"):
         CodebookLinear(70, 40, bits=3).load_state_dict(sd3)
-    model = nn.Sequential(mod, nn.ReLU(), nn.Linear(40, 5))
-    with torch.no_grad():
-        expected = model(x)
-        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), expected)
-    ep = torch.export.export(model, (x,))
-    assert any("sparsekit.codebook_linear" in str(n.target) for n in ep.graph.nodes)
-    torch.testing.assert_close(ep.module()(x), expected)
+    assert_compiles_and_exports(nn.Sequential(mod, nn.ReLU(), nn.Linear(40, 5)), x, "codebook_linear")
 
 
 def test_fine_tuning_moves_centroids_not_indices():
@@ -257,9 +258,7 @@ def test_int8_option_in_the_module():
     exact = CodebookLinear.from_dense(lin, bits=2, group_size=16)
     with torch.no_grad():
         assert not torch.equal(exact(x), y)  # the option changes results: it is never the default
-        torch.testing.assert_close(torch.compile(mod, fullgraph=True)(x), y)
-    ep = torch.export.export(mod, (x,))
-    assert any("sparsekit.codebook_linear_q8" in str(n.target) for n in ep.graph.nodes)
+    torch.testing.assert_close(assert_compiles_and_exports(mod, x, "codebook_linear_q8"), y)
     with pytest.raises(RuntimeError, match="inference option"):
         mod(x.requires_grad_())
     with pytest.raises(ValueError, match="compute must be one of"):
