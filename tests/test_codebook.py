@@ -228,7 +228,9 @@ def test_native_entry_points_check_arguments():
 @pytest.mark.parametrize("device, variant", Q8_VARIANTS)
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 @pytest.mark.parametrize("group_size", [None, 5])
-@pytest.mark.parametrize("M, N, K", AWKWARD_LINEAR_SHAPES + [(40, 96, 130), (17, 33, 64), (2, 5, 1), (20, 3, 2), (5, 70, 300)])
+@pytest.mark.parametrize(
+    "M, N, K", AWKWARD_LINEAR_SHAPES + [(40, 96, 130), (17, 33, 64), (2, 5, 1), (20, 3, 2), (5, 70, 300)]
+)
 def test_int8_option_matches_its_reference_within_the_stated_bound(device, variant, bits, group_size, M, N, K):
     """The opt-in int8 compute: every kernel equals the int8 reference (integer sums are exact; only
     the final scaling rounds), and the int8 reference is within codebook_q8_error_bound of the exact
