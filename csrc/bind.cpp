@@ -275,6 +275,59 @@ void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>&
   fn(a);
 }
 
+// Fused depthwise kh x kw -> act1 -> pointwise 1 x 1 -> act2 (see DwsepArgs). x [N, C, H, W]
+// and y [N, Co, OH, OW], or with nhwc x [N, H, W, C] and y [N, OH, OW, Co] (the memory of
+// channels_last tensors); wd [C, kh * kw], wp [Co, C], biases [C] / [Co] or None.
+void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd, const py::array& wp,
+                  const py::object& bp, py::array& y, const std::vector<int64_t>& kernel,
+                  const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                  const std::vector<int64_t>& dilation, int act1, int act2, bool nhwc, int nthreads) {
+  check_array<float>(x, "x", 4);
+  check_array<float>(wd, "depthwise_weight", 2);
+  check_array<float>(wp, "pointwise_weight", 2);
+  check_array<float>(y, "out", 4, /*writable=*/true);
+  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  SK_CHECK(act1 >= 0 && act1 <= 3 && act2 >= 0 && act2 <= 3, "act1 and act2 must be in 0..3, got " << act1 << ", "
+                                                                                                     << act2);
+  SK_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+           "kernel, stride, padding and dilation must have 2 entries each");
+  for (int i = 0; i < 2; ++i)
+    SK_CHECK(kernel[i] >= 1 && stride[i] >= 1 && padding[i] >= 0 && dilation[i] >= 1,
+             "need kernel >= 1, stride >= 1, padding >= 0, dilation >= 1, got kernel=" << kernel[i] << " stride="
+                 << stride[i] << " padding=" << padding[i] << " dilation=" << dilation[i]);
+  DwsepArgs a{};
+  a.N = x.shape(0);
+  a.C = x.shape(nhwc ? 3 : 1);
+  a.H = x.shape(nhwc ? 1 : 2);
+  a.W = x.shape(nhwc ? 2 : 3);
+  a.kh = kernel[0], a.kw = kernel[1], a.sh = stride[0], a.sw = stride[1];
+  a.ph = padding[0], a.pw = padding[1], a.dh = dilation[0], a.dw = dilation[1];
+  SK_CHECK(a.H + 2 * a.ph >= a.dh * (a.kh - 1) + 1 && a.W + 2 * a.pw >= a.dw * (a.kw - 1) + 1,
+           "the padded input (" << a.H + 2 * a.ph << " x " << a.W + 2 * a.pw << ") is smaller than the dilated kernel");
+  a.OH = (a.H + 2 * a.ph - a.dh * (a.kh - 1) - 1) / a.sh + 1;
+  a.OW = (a.W + 2 * a.pw - a.dw * (a.kw - 1) - 1) / a.sw + 1;
+  check_dim(wd, "depthwise_weight", 0, a.C);
+  check_dim(wd, "depthwise_weight", 1, a.kh * a.kw);
+  a.Co = wp.shape(0);
+  check_dim(wp, "pointwise_weight", 1, a.C);
+  check_dim(y, "out", 0, a.N);
+  check_dim(y, "out", nhwc ? 3 : 1, a.Co);
+  check_dim(y, "out", nhwc ? 1 : 2, a.OH);
+  check_dim(y, "out", nhwc ? 2 : 3, a.OW);
+  py::array keep_d, keep_p;
+  a.bd = optional_floats(bd, "depthwise_bias", a.C, keep_d);
+  a.bp = optional_floats(bp, "pointwise_bias", a.Co, keep_p);
+  a.x = static_cast<const float*>(x.data());
+  a.wd = static_cast<const float*>(wd.data());
+  a.wp = static_cast<const float*>(wp.data());
+  a.y = static_cast<float*>(y.mutable_data());
+  a.act1 = act1, a.act2 = act2, a.nhwc = nhwc, a.nthreads = nthreads;
+  SK_CHECK(a.C >= 1, "x must have at least one channel");
+  const auto fn = kernels(current_isa()).dwsep_conv2d;
+  py::gil_scoped_release release;
+  fn(a);
+}
+
 // Checks the arguments shared by both codebook entry points and fills the exact kernel's args.
 CodebookLinearArgs codebook_args(const py::array& x, const py::array& idx, const py::array& codebook,
                                  const py::object& bias, py::array& y, int64_t bits, int64_t group_size,
@@ -445,6 +498,10 @@ PYBIND11_MODULE(_C, m) {
         "out[N*OH*OW, row_words] = packed signs of each output pixel's receptive field in x [N, C, H, W]\n"
         "(or [N, H, W, C] with nhwc) "
         "(padding pixels +1, zero words past kh*kw*ceil(C/64)).");
+  m.def("dwsep_conv2d", &sk::dwsep_conv2d, py::arg("x"), py::arg("depthwise_weight"), py::arg("depthwise_bias"),
+        py::arg("pointwise_weight"), py::arg("pointwise_bias"), py::arg("out"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("act1"), py::arg("act2"), py::arg("nhwc"),
+        py::arg("nthreads"), "Fused depthwise -> pointwise convolution, fp32 (NCHW or channels_last memory).");
   m.def("codebook_linear", &sk::codebook_linear, py::arg("x"), py::arg("indices"), py::arg("codebook"),
         py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"), py::arg("nthreads"),
         "out = x @ W.T + bias with W[n, k] = codebook[n / group_size][index (n, k)], indices packed in int32.");

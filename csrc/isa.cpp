@@ -160,17 +160,17 @@ void set_isa(const std::string& name) {
 const Kernels& kernels(Isa isa) {
   static const Kernels table[] = {  // rows in Isa order: portable, avx2, avx512, avx512vp
       {portable::bsr_linear, portable::xnor_gemm, portable::pack_signs, portable::sign_linear, portable::conv_im2col,
-       portable::codebook_linear, portable::codebook_linear_q8},
+       portable::codebook_linear, portable::codebook_linear_q8, portable::dwsep_conv2d},
       {avx2::bsr_linear, avx2::xnor_gemm, avx2::pack_signs, avx2::sign_linear, avx2::conv_im2col,
-       avx2::codebook_linear, avx2::codebook_linear_q8},
+       avx2::codebook_linear, avx2::codebook_linear_q8, avx2::dwsep_conv2d},
       {avx512::bsr_linear, avx512::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear, avx512::codebook_linear_q8},
+       avx512::codebook_linear, avx512::codebook_linear_q8, avx512::dwsep_conv2d},
       // VPOPCNTDQ changes the XNOR GEMM (and VNNI + VBMI, where present, the codebook int8 option)
       {avx512::bsr_linear, avx512vp::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear, avx512vp_codebook_linear_q8},
+       avx512::codebook_linear, avx512vp_codebook_linear_q8, avx512::dwsep_conv2d},
       // AMX changes the XNOR GEMM (from 96 rows on) and the codebook matmul's int8 option
       {avx512::bsr_linear, amx::xnor_gemm, avx512::pack_signs, avx512::sign_linear, avx512::conv_im2col,
-       avx512::codebook_linear, amx::codebook_linear_q8},
+       avx512::codebook_linear, amx::codebook_linear_q8, avx512::dwsep_conv2d},
   };
   static_assert(sizeof(table) / sizeof(table[0]) == static_cast<int>(Isa::amx) + 1, "one row per Isa");
   return table[static_cast<int>(isa)];

@@ -27,6 +27,7 @@ void set_isa(const std::string& name);  // throws std::invalid_argument
   void conv_im2col(const ConvIm2colArgs& a); \
   void codebook_linear(const CodebookLinearArgs& a); \
   void codebook_linear_q8(const CodebookQ8Args& a); \
+  void dwsep_conv2d(const DwsepArgs& a); \
   }
 SK_DECLARE_KERNELS(portable)
 SK_DECLARE_KERNELS(avx2)
@@ -51,6 +52,7 @@ struct Kernels {
   void (*conv_im2col)(const ConvIm2colArgs&);
   void (*codebook_linear)(const CodebookLinearArgs&);
   void (*codebook_linear_q8)(const CodebookQ8Args&);
+  void (*dwsep_conv2d)(const DwsepArgs&);
 };
 const Kernels& kernels(Isa isa);
 

@@ -15,6 +15,7 @@ namespace avx2 {
 #include "block_sparse_impl.h"
 #include "xnor_impl.h"
 #include "codebook_impl.h"
+#include "dwsep_impl.h"
 #undef SK_VW
 #undef SK_NR
 #undef SK_MR
@@ -27,6 +28,7 @@ void sign_linear(const SignLinearArgs&) {}
 void conv_im2col(const ConvIm2colArgs&) {}
 void codebook_linear(const CodebookLinearArgs&) {}
 void codebook_linear_q8(const CodebookQ8Args&) {}
+void dwsep_conv2d(const DwsepArgs&) {}
 #endif
 
 }  // namespace avx2

@@ -11,6 +11,7 @@ namespace portable {
 #include "block_sparse_impl.h"
 #include "xnor_impl.h"
 #include "codebook_impl.h"
+#include "dwsep_impl.h"
 #undef SK_VW
 #undef SK_NR
 #undef SK_MR

@@ -110,4 +110,20 @@ struct CodebookQ8Args {
   int nthreads;
 };
 
+// Depthwise kh x kw convolution (groups = C) -> act1 -> pointwise 1 x 1 convolution -> act2
+// (act: 0 identity, 1 ReLU, 2 ReLU6, 3 SiLU), fp32. x [N, C, H, W] and y [N, Co, OH, OW], or
+// both channels_last ([N, H, W, C] and [N, OH, OW, Co] in memory) with nhwc.
+struct DwsepArgs {
+  const float* x;
+  const float* wd;  // [C, kh * kw]
+  const float* bd;  // [C] or nullptr
+  const float* wp;  // [Co, C]
+  const float* bp;  // [Co] or nullptr
+  float* y;
+  int64_t N, C, H, W, Co, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+  int act1, act2;
+  bool nhwc;
+  int nthreads;
+};
+
 }  // namespace sk

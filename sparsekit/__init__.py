@@ -5,7 +5,7 @@ fails because the native CPU extension is missing; the load error is raised when
 native kernel is first needed.
 """
 
-from . import _ext, backend, binary, block_sparse, codebook, nn, pruning  # noqa: F401  (_ext: the native loader)
+from . import _ext, backend, binary, block_sparse, codebook, dwsep, nn, pruning  # noqa: F401  (_ext: the native loader)
 from .backend import get_backend, set_backend, use_backend
 from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
@@ -29,6 +29,7 @@ __all__ = [
     "block_sparse",
     "codebook",
     "convert",
+    "dwsep",
     "get_backend",
     "load_compressed",
     "nn",

@@ -1,0 +1,82 @@
+"""``sparsekit::dwsep_conv2d``: schema, fake and dispatch of the fused depthwise -> pointwise
+convolution (see :mod:`.reference` for what it computes).
+
+The output has the memory format of the input (channels_last in, channels_last out). The op is
+for inference: :class:`~sparsekit.nn.DepthwiseSeparableConv2d` runs the reference's PyTorch
+convolutions when gradients are needed.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from .._checks import FLOAT_DTYPES, check_shape, check_tensor
+from ..backend import KernelTable
+from .reference import ACTIVATIONS, dwsep_conv2d_reference
+
+dwsep_conv2d_kernels = KernelTable("sparsekit::dwsep_conv2d")
+dwsep_conv2d_kernels.register("reference", ("any",))(dwsep_conv2d_reference)
+
+
+def output_size(H: int, W: int, kernel, stride, padding, dilation) -> tuple[int, int]:
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                 for s, k, st, p, d in zip((H, W), kernel, stride, padding, dilation))
+
+
+def check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2) -> None:
+    check_tensor("x", x, dtypes=FLOAT_DTYPES, dim=4)
+    C = x.shape[1]
+    check_tensor("dw_weight", dw_weight, dtypes=(x.dtype,), dim=4, device=x.device)
+    if dw_weight.shape[0] != C or dw_weight.shape[1] != 1:
+        raise ValueError(f"dw_weight must have shape [{C}, 1, kh, kw] (C = x.shape[1]), got {list(dw_weight.shape)}")
+    check_tensor("pw_weight", pw_weight, dtypes=(x.dtype,), dim=4, device=x.device)
+    Co = pw_weight.shape[0]
+    check_shape("pw_weight", pw_weight, (Co, C, 1, 1))
+    for name, b, n in (("dw_bias", dw_bias, C), ("pw_bias", pw_bias, Co)):
+        if b is not None:
+            check_tensor(name, b, dtypes=(x.dtype,), dim=1, device=x.device)
+            check_shape(name, b, (n,))
+    for name, v, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if len(v) != 2 or any(int(e) < low for e in v):
+            raise ValueError(f"{name} must be two ints >= {low}, got {list(v)}")
+    for name, a in (("act1", act1), ("act2", act2)):
+        if not 0 <= a < len(ACTIVATIONS):
+            raise ValueError(f"{name} must be an activation code in 0..{len(ACTIVATIONS) - 1} {ACTIVATIONS}, got {a}")
+    kernel = dw_weight.shape[2:]
+    for i, s in enumerate(x.shape[2:]):
+        if s + 2 * padding[i] < dilation[i] * (kernel[i] - 1) + 1:
+            raise ValueError(f"the padded input ({s + 2 * padding[i]} along dim {i + 2}) is smaller than the "
+                             f"dilated kernel ({dilation[i] * (kernel[i] - 1) + 1})")
+    if C == 0:
+        raise ValueError("x must have at least one channel")
+
+
+def dwsep_conv2d_impl(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1: int, act2: int):
+    """What the op runs: argument checks, then the kernel the backend switch picks."""
+    check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
+    return dwsep_conv2d_kernels.dispatch(x.device.type, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
+                                         dilation, act1, act2)
+
+
+@torch.library.custom_op("sparsekit::dwsep_conv2d", mutates_args=())
+def dwsep_conv2d(x: Tensor, dw_weight: Tensor, dw_bias: Optional[Tensor], pw_weight: Tensor, pw_bias: Optional[Tensor],
+                 stride: List[int], padding: List[int], dilation: List[int], act1: int, act2: int) -> Tensor:
+    """Depthwise k x k conv -> act1 -> pointwise 1 x 1 conv -> act2, without materialising the
+    depthwise output (activation codes: :data:`~sparsekit.dwsep.reference.ACTIVATIONS`)."""
+    return dwsep_conv2d_impl(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
+
+
+@dwsep_conv2d.register_fake
+def _(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2):
+    check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
+    OH, OW = output_size(x.shape[2], x.shape[3], dw_weight.shape[2:], stride, padding, dilation)
+    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    return x.new_empty(x.shape[0], pw_weight.shape[0], OH, OW).contiguous(memory_format=fmt)
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    """Whether x's memory is channels_last (and not also plain contiguous, as with C = 1 or 1 x 1)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

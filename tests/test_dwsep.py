@@ -1,0 +1,202 @@
+"""Fused depthwise -> pointwise convolution: every kernel vs the PyTorch reference, the module
+(batch-norm folding, training, state_dict, compile/export) and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sparsekit import _ext
+from sparsekit.dwsep import (
+    DepthwiseSeparableConv2d,
+    dwsep_conv2d_kernels,
+    dwsep_conv2d_reference,
+    fold_batchnorm,
+)
+from sparsekit.testing import assert_compiles_and_exports, devices, kernel_variants, run_variant
+
+VARIANTS = [(d, v) for d in devices() for v in kernel_variants(dwsep_conv2d_kernels, d) if v != "reference"]
+
+# (N, C, Co, H, W, kernel, stride, padding, dilation): odd sizes, stride 2, no padding, dilation,
+# channels that are not multiples of any vector width, an empty batch, 1 x 1 images
+SHAPES = [
+    (1, 32, 64, 13, 11, 3, 1, 1, 1),
+    (2, 19, 37, 9, 14, 3, 2, 1, 1),
+    (1, 5, 3, 7, 7, 5, (1, 2), (0, 2), 1),
+    (3, 17, 33, 8, 9, 3, 1, 2, 2),
+    (0, 8, 8, 5, 5, 3, 1, 1, 1),
+    (1, 1, 1, 1, 1, 1, 1, 0, 1),
+    (2, 48, 100, 15, 15, 3, 2, 0, 1),
+    (1, 130, 20, 6, 5, (3, 1), 1, (1, 0), 1),
+]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else v
+
+
+def _args(N, C, Co, H, W, k, s, p, d, device="cpu", bias=True):
+    k, s, p, d = _pair(k), _pair(s), _pair(p), _pair(d)
+    x = torch.randn(N, C, H, W, device=device)
+    dw = torch.randn(C, 1, *k, device=device)
+    pw = torch.randn(Co, C, 1, 1, device=device) / C**0.5
+    bd = torch.randn(C, device=device) if bias else None
+    bp = torch.randn(Co, device=device) if bias else None
+    return x, dw, bd, pw, bp, list(s), list(p), list(d)
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("acts", [(0, 0), (2, 1), (3, 0), (1, 3)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_kernels_match_the_reference(device, variant, shape, acts, layout):
+    x, dw, bd, pw, bp, s, p, d = _args(*shape, device=device, bias=acts != (0, 0))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with run_variant(variant):
+        y = torch.ops.sparsekit.dwsep_conv2d(x, dw, bd, pw, bp, s, p, d, *acts)
+    expected = dwsep_conv2d_reference(x, dw, bd, pw, bp, s, p, d, *acts)
+    assert y.shape == expected.shape
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+    if layout == "channels_last" and shape[1] > 1 and y.numel():
+        assert y.is_contiguous(memory_format=torch.channels_last)  # the input's memory format
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+def test_non_contiguous_input(device, variant):
+    x, dw, bd, pw, bp, s, p, d = _args(2, 24, 40, 12, 20, 3, 1, 1, 1, device=device)
+    xs = x[:, :, :, ::2]  # strided view
+    with run_variant(variant):
+        y = torch.ops.sparsekit.dwsep_conv2d(xs, dw, bd, pw, bp, s, p, d, 2, 0)
+    torch.testing.assert_close(y, dwsep_conv2d_reference(xs.contiguous(), dw, bd, pw, bp, s, p, d, 2, 0),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_opcheck():
+    x, dw, bd, pw, bp, s, p, d = _args(2, 8, 12, 6, 7, 3, 1, 1, 1)
+    torch.library.opcheck(torch.ops.sparsekit.dwsep_conv2d.default, (x, dw, bd, pw, bp, s, p, d, 1, 2))
+    xc = x.contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.sparsekit.dwsep_conv2d.default, (xc, dw, None, pw, None, s, p, d, 0, 0))
+
+
+def test_bad_input_is_rejected_with_the_argument_named():
+    x, dw, bd, pw, bp, s, p, d = _args(1, 8, 12, 6, 7, 3, 1, 1, 1)
+    op = torch.ops.sparsekit.dwsep_conv2d
+    with pytest.raises(ValueError, match=r"dw_weight must have shape \[8, 1, kh, kw\]"):
+        op(x, torch.randn(8, 2, 3, 3), bd, pw, bp, s, p, d, 0, 0)
+    with pytest.raises(ValueError, match=r"pw_weight must have shape \[12, 8, 1, 1\]"):
+        op(x, dw, bd, torch.randn(12, 7, 1, 1), bp, s, p, d, 0, 0)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        op(x.int(), dw, bd, pw, bp, s, p, d, 0, 0)
+    with pytest.raises(TypeError, match="dw_weight must have dtype float32"):
+        op(x, dw.double(), bd, pw, bp, s, p, d, 0, 0)
+    with pytest.raises(ValueError, match=r"pw_bias must have shape \[12\]"):
+        op(x, dw, bd, pw, torch.randn(5), s, p, d, 0, 0)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        op(x[0], dw, bd, pw, bp, s, p, d, 0, 0)
+    with pytest.raises(ValueError, match="act2 must be an activation code"):
+        op(x, dw, bd, pw, bp, s, p, d, 0, 7)
+    with pytest.raises(ValueError, match="stride must be two ints >= 1"):
+        op(x, dw, bd, pw, bp, [0, 1], p, d, 0, 0)
+    with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+        op(x, dw, bd, pw, bp, s, [0, 0], [4, 4], 0, 0)
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+def test_native_entry_point_checks_before_reading():
+    C = _ext.native()
+    x, dw, out = torch.randn(1, 8, 6, 7), torch.randn(8, 9), torch.empty(1, 12, 6, 7)
+    pw = torch.randn(12, 8)
+    args = dict(kernel=[3, 3], stride=[1, 1], padding=[1, 1], dilation=[1, 1], act1=0, act2=0, nhwc=False, nthreads=1)
+    C.dwsep_conv2d(x.numpy(), dw.numpy(), None, pw.numpy(), None, out.numpy(), **args)
+    with pytest.raises(ValueError, match=r"depthwise_weight.shape\[1\] must be 9"):
+        C.dwsep_conv2d(x.numpy(), torch.randn(8, 4).numpy(), None, pw.numpy(), None, out.numpy(), **args)
+    with pytest.raises(ValueError, match=r"out.shape\[1\] must be 12"):
+        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, pw.numpy(), None, torch.empty(1, 11, 6, 7).numpy(), **args)
+    with pytest.raises(ValueError, match=r"pointwise_weight.shape\[1\] must be 8"):
+        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 9).numpy(), None, out.numpy(), **args)
+    with pytest.raises(ValueError, match=r"pointwise_bias.shape\[0\] must be 12"):
+        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, pw.numpy(), torch.randn(3).numpy(), out.numpy(), **args)
+    with pytest.raises(TypeError, match="x must be float32"):
+        C.dwsep_conv2d(x.double().numpy(), dw.numpy(), None, pw.numpy(), None, out.numpy(), **args)
+
+
+def _chain(C=16, Co=24, stride=1, act1=nn.ReLU6, act2=nn.Identity):
+    torch.manual_seed(0)
+    dwc = nn.Conv2d(C, C, 3, stride, 1, groups=C, bias=False)
+    bn1, bn2 = nn.BatchNorm2d(C), nn.BatchNorm2d(Co)
+    for bn in (bn1, bn2):  # non-trivial running statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    pwc = nn.Conv2d(C, Co, 1, bias=False)
+    return nn.Sequential(dwc, bn1, act1(), pwc, bn2, act2()).eval()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_from_modules_folds_batchnorm_and_matches_the_chain(layout, stride):
+    seq = _chain(stride=stride, act2=nn.SiLU)
+    mod = DepthwiseSeparableConv2d.from_modules(seq[0], seq[3], bn1=seq[1], act1=seq[2], bn2=seq[4], act2=seq[5])
+    assert "act1='relu6'" in repr(mod) and "act2='silu'" in repr(mod)
+    x = torch.randn(2, 16, 11, 10)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), seq(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fold_batchnorm_rejects_mismatches():
+    with pytest.raises(ValueError, match="bn has 4 features"):
+        fold_batchnorm(torch.randn(3, 1, 3, 3), None, nn.BatchNorm2d(4))
+    with pytest.raises(TypeError, match="bn must be an nn.BatchNorm2d"):
+        fold_batchnorm(torch.randn(3, 1, 3, 3), None, nn.LayerNorm(3))
+
+
+def test_from_modules_rejects_what_it_cannot_fuse():
+    dw, pw = nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 4, 1)
+    with pytest.raises(ValueError, match="depthwise must have groups == in_channels"):
+        DepthwiseSeparableConv2d.from_modules(nn.Conv2d(8, 8, 3), pw)
+    with pytest.raises(ValueError, match="pointwise must be a 1x1"):
+        DepthwiseSeparableConv2d.from_modules(dw, nn.Conv2d(8, 4, 3))
+    with pytest.raises(ValueError, match="explicit zero padding"):
+        DepthwiseSeparableConv2d.from_modules(nn.Conv2d(8, 8, 3, padding="same", groups=8), pw)
+    with pytest.raises(TypeError, match="activation must be None, Identity, ReLU, ReLU6 or SiLU"):
+        DepthwiseSeparableConv2d.from_modules(dw, pw, act1=nn.GELU())
+    with pytest.raises(ValueError, match="activation must be one of"):
+        DepthwiseSeparableConv2d(8, 4, act2="gelu")
+
+
+def test_training_goes_through_pytorch_and_gradients_flow():
+    mod = DepthwiseSeparableConv2d(6, 10, 3, padding=1, act1="relu")
+    x = torch.randn(2, 6, 7, 7, requires_grad=True)
+    y = mod(x)
+    y.square().sum().backward()
+    assert x.grad is not None and mod.dw_weight.grad is not None and mod.pw_bias.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), y.detach(), rtol=1e-4, atol=1e-4)  # the fused op, same values
+
+
+def test_state_dict_round_trip_into_a_meta_built_module():
+    mod = DepthwiseSeparableConv2d(12, 20, 3, stride=2, padding=1, act1="relu6", act2="relu")
+    with torch.device("meta"):
+        fresh = DepthwiseSeparableConv2d(12, 20, 3, stride=2, padding=1, act1="relu6", act2="relu")
+    fresh.load_state_dict(mod.state_dict(), assign=True)
+    x = torch.randn(1, 12, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), mod(x))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        DepthwiseSeparableConv2d(12, 21, 3).load_state_dict(mod.state_dict())
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_compiles_and_exports(layout):
+    mod = DepthwiseSeparableConv2d(8, 12, 3, padding=1, act1="relu6").requires_grad_(False)
+    x = torch.randn(2, 8, 10, 9)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = assert_compiles_and_exports(mod, x, "dwsep_conv2d")
+    torch.testing.assert_close(y, dwsep_conv2d_reference(x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias,
+                                                         [1, 1], [1, 1], [1, 1], 2, 0), rtol=1e-4, atol=1e-4)
