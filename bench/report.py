@@ -136,7 +136,9 @@ def main(argv=None) -> None:
                 ("BinaryConv2d (XNOR-Net) vs nn.Conv2d fp32", "binary_conv2d/"),
                 ("BinaryConnect linear (binary weights, fp32 activations) vs nn.Linear fp32", "binary_connect/"),
                 ("CodebookLinear (k-means clustered weights) vs nn.Linear fp32", "codebook/"),
-                ("CodebookLinear, weights not cache-resident (a new layer every call)", "codebook_cold/")]
+                ("CodebookLinear, weights not cache-resident (a new layer every call)", "codebook_cold/"),
+                ("DepthwiseSeparableConv2d (fused 3x3 depthwise -> ReLU6 -> 1x1) vs PyTorch's two convolutions",
+                 "dwsep/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)
