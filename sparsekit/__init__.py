@@ -11,6 +11,7 @@ from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
 from .codebook import CodebookConfig
 from .config import Config, register_handler
+from .lowrank import LowRankConfig
 from .convert import ConvertReport, convert
 from .storage import CompressedReport, load_compressed, save_compressed
 
@@ -22,6 +23,7 @@ __all__ = [
     "BlockSparseConfig",
     "CodebookConfig",
     "Config",
+    "LowRankConfig",
     "CompressedReport",
     "ConvertReport",
     "backend",

@@ -4,5 +4,7 @@ from .binary.module import BinaryConv2d, BinaryLinear
 from .block_sparse.module import BlockSparseLinear
 from .codebook.module import CodebookLinear
 from .dwsep.module import DepthwiseSeparableConv2d
+from .lowrank import LowRankLinear
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "BlockSparseLinear", "CodebookLinear", "DepthwiseSeparableConv2d"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "BlockSparseLinear", "CodebookLinear", "DepthwiseSeparableConv2d",
+           "LowRankLinear"]
