@@ -15,6 +15,17 @@
 
 #include "kernel_util.h"
 
+// the pointwise micro-kernel's register block: DW_R rows x DW_NV vectors of accumulators
+#ifndef DW_R
+#if SK_VW == 16
+#define DW_R 6
+#define DW_NV 4
+#else
+#define DW_R SK_NR
+#define DW_NV SK_MR
+#endif
+#endif
+
 // act: 0 identity, 1 ReLU, 2 ReLU6, 3 SiLU
 static inline vf dw_act(vf v, int act) {
   if (act == 1) return v < vf{} ? vf{} : v;
@@ -86,65 +97,132 @@ template <int NV>
 static void dw_rows(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C, int64_t ldc,
                     int64_t rows, int64_t ncols, const float* brow, const float* bcol, int act) {
   int64_t r = 0;
-  for (; r + SK_NR <= rows; r += SK_NR)
-    dw_micro<SK_NR, NV>(A + r * lda, lda, B, ldb, K, C + r * ldc, ldc, ncols, brow ? brow + r : nullptr, bcol, act);
-  dw_tail<NV, SK_NR - 1>(rows - r, A + r * lda, lda, B, ldb, K, C + r * ldc, ldc, ncols, brow ? brow + r : nullptr,
+  for (; r + DW_R <= rows; r += DW_R)
+    dw_micro<DW_R, NV>(A + r * lda, lda, B, ldb, K, C + r * ldc, ldc, ncols, brow ? brow + r : nullptr, bcol, act);
+  dw_tail<NV, DW_R - 1>(rows - r, A + r * lda, lda, B, ldb, K, C + r * ldc, ldc, ncols, brow ? brow + r : nullptr,
                          bcol, act);
 }
 
 // C [rows][cols] (row stride ldc) = act(A [rows][K] . B [K][cols padded to SK_MR vectors] + biases)
 static void dw_gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C, int64_t ldc,
                     int64_t rows, int64_t cols, const float* brow, const float* bcol, int act) {
-  constexpr int64_t NC = SK_MR * SK_VW;
+  constexpr int64_t NC = DW_NV * SK_VW;
   for (int64_t j0 = 0; j0 < cols; j0 += NC) {  // a column panel of B, reused by every row block
-    const int64_t nc = imin(NC, cols - j0);
-    if (nc > (SK_MR - 1) * SK_VW)
-      dw_rows<SK_MR>(A, lda, B + j0, ldb, K, C + j0, ldc, rows, nc, brow, bcol ? bcol + j0 : nullptr, act);
+    const int64_t nc = imin(NC, cols - j0), nv = (nc + SK_VW - 1) / SK_VW;
+    const float* bc = bcol ? bcol + j0 : nullptr;
+    if (nv == DW_NV)
+      dw_rows<DW_NV>(A, lda, B + j0, ldb, K, C + j0, ldc, rows, nc, brow, bc, act);
+    else if (nv >= 3)
+      dw_rows<3>(A, lda, B + j0, ldb, K, C + j0, ldc, rows, nc, brow, bc, act);
+    else if (nv == 2)
+      dw_rows<2>(A, lda, B + j0, ldb, K, C + j0, ldc, rows, nc, brow, bc, act);
     else
-      dw_rows<1>(A, lda, B + j0, ldb, K, C + j0, ldc, rows, nc, brow, bcol ? bcol + j0 : nullptr, act);
+      dw_rows<1>(A, lda, B + j0, ldb, K, C + j0, ldc, rows, nc, brow, bc, act);
   }
 }
 
-// Depthwise output of pixels [p0, p0 + P) of one image (src: [H][W][C]) into d [P][C].
+// One output pixel's depthwise output, channels [c0, C) in vectors then [Cv, C) one by one.
+static inline void dw_pixel(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t oh,
+                            int64_t ow, int64_t c0, float* dp) {
+  const int64_t C = a.C, Cv = C - C % SK_VW;
+  for (int64_t c = c0; c < Cv; c += SK_VW) {
+    vf acc = a.bd ? vload(a.bd + c) : vf{};
+    for (int64_t i = 0; i < a.kh; ++i) {
+      const int64_t ih = oh * a.sh - a.ph + i * a.dh;
+      if (ih < 0 || ih >= a.H) continue;
+      for (int64_t j = 0; j < a.kw; ++j) {
+        const int64_t iw = ow * a.sw - a.pw + j * a.dw;
+        if (iw < 0 || iw >= a.W) continue;
+        acc += vload(src + (ih * a.W + iw) * C + c) * vload(wdt + (i * a.kw + j) * Cs + c);
+      }
+    }
+    vstore(dp + c, dw_act(acc, a.act1));
+  }
+  for (int64_t c = Cv > c0 ? Cv : c0; c < C; ++c) {
+    float acc = a.bd ? a.bd[c] : 0.f;
+    for (int64_t i = 0; i < a.kh; ++i) {
+      const int64_t ih = oh * a.sh - a.ph + i * a.dh;
+      if (ih < 0 || ih >= a.H) continue;
+      for (int64_t j = 0; j < a.kw; ++j) {
+        const int64_t iw = ow * a.sw - a.pw + j * a.dw;
+        if (iw < 0 || iw >= a.W) continue;
+        acc += src[(ih * a.W + iw) * C + c] * wdt[(i * a.kw + j) * Cs + c];
+      }
+    }
+    dp[c] = dw_act1(acc, a.act1);
+  }
+}
+
+// DR output pixels ow .. ow + DR - 1 of row oh whose taps all lie inside the row (only rows
+// may be cut off by padding), one channel vector c: the accumulators stay in registers and each
+// input vector is loaded once per tap.
+constexpr int DR = 8;
+constexpr int DKW = 7;  // widest kernel row whose inputs are loaded once (registers: DR + DKW - 1)
+static inline void dw_block(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t oh,
+                            int64_t ow, int64_t c, float* dp) {
+  vf acc[DR];
+  const vf b = a.bd ? vload(a.bd + c) : vf{};
+  SK_UNROLL
+  for (int r = 0; r < DR; ++r) acc[r] = b;
+  const bool unit = a.sw == 1 && a.dw == 1 && a.kw <= DKW;  // neighbouring taps share inputs
+  for (int64_t i = 0; i < a.kh; ++i) {
+    const int64_t ih = oh * a.sh - a.ph + i * a.dh;
+    if (ih < 0 || ih >= a.H) continue;
+    const float* srow = src + (ih * a.W + ow * a.sw - a.pw) * a.C + c;
+    if (unit) {  // the DR + kw - 1 inputs of the row once each
+      vf in[DR + DKW - 1];
+      SK_UNROLL
+      for (int q = 0; q < DR + DKW - 1; ++q)
+        if (q < DR + a.kw - 1) in[q] = vload(srow + q * a.C);
+      SK_UNROLL
+      for (int j = 0; j < DKW; ++j) {
+        if (j >= a.kw) break;
+        const vf w = vload(wdt + (i * a.kw + j) * Cs + c);
+        SK_UNROLL
+        for (int r = 0; r < DR; ++r) acc[r] += in[r + j] * w;
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < a.kw; ++j) {
+      const vf w = vload(wdt + (i * a.kw + j) * Cs + c);
+      const float* s = srow + j * a.dw * a.C;
+      SK_UNROLL
+      for (int r = 0; r < DR; ++r) acc[r] += vload(s + r * a.sw * a.C) * w;
+    }
+  }
+  SK_UNROLL
+  for (int r = 0; r < DR; ++r) vstore(dp + r * a.C + c, dw_act(acc[r], a.act1));
+}
+
+// Depthwise output of pixels [p0, p0 + P) of one image (src: [H][W][C]) into d [P][C], row
+// piece by row piece: DR-pixel blocks where no column tap falls in the padding, one pixel at a
+// time elsewhere.
 static void dw_depthwise(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t p0, int64_t P,
                          float* d) {
   const int64_t C = a.C, Cv = C - C % SK_VW;
-  for (int64_t p = 0; p < P; ++p) {
-    const int64_t oh = (p0 + p) / a.OW, ow = (p0 + p) % a.OW;
-    float* dp = d + p * C;
-    for (int64_t c = 0; c < Cv; c += SK_VW) {
-      vf acc = a.bd ? vload(a.bd + c) : vf{};
-      for (int64_t i = 0; i < a.kh; ++i) {
-        const int64_t ih = oh * a.sh - a.ph + i * a.dh;
-        if (ih < 0 || ih >= a.H) continue;
-        for (int64_t j = 0; j < a.kw; ++j) {
-          const int64_t iw = ow * a.sw - a.pw + j * a.dw;
-          if (iw < 0 || iw >= a.W) continue;
-          acc += vload(src + (ih * a.W + iw) * C + c) * vload(wdt + (i * a.kw + j) * Cs + c);
-        }
-      }
-      vstore(dp + c, dw_act(acc, a.act1));
+  // columns whose taps are all inside the row: ow_lo <= ow <= ow_hi
+  const int64_t ow_lo = (a.pw + a.sw - 1) / a.sw;
+  const int64_t span = a.W - 1 + a.pw - (a.kw - 1) * a.dw;
+  const int64_t ow_hi = span < 0 ? -1 : span / a.sw;
+  for (int64_t p = p0; p < p0 + P;) {
+    const int64_t oh = p / a.OW, ow0 = p % a.OW, ow1 = imin(a.OW, ow0 + (p0 + P - p));
+    float* drow = d + (p - p0) * C;
+    int64_t ow = ow0;
+    for (; ow < ow1 && ow < ow_lo; ++ow) dw_pixel(a, src, wdt, Cs, oh, ow, 0, drow + (ow - ow0) * C);
+    for (; ow + DR <= ow1 && ow + DR - 1 <= ow_hi; ow += DR) {
+      for (int64_t c = 0; c < Cv; c += SK_VW) dw_block(a, src, wdt, Cs, oh, ow, c, drow + (ow - ow0) * C);
+      if (Cv < C)
+        for (int64_t r = 0; r < DR; ++r) dw_pixel(a, src, wdt, Cs, oh, ow + r, Cv, drow + (ow + r - ow0) * C);
     }
-    for (int64_t c = Cv; c < C; ++c) {
-      float acc = a.bd ? a.bd[c] : 0.f;
-      for (int64_t i = 0; i < a.kh; ++i) {
-        const int64_t ih = oh * a.sh - a.ph + i * a.dh;
-        if (ih < 0 || ih >= a.H) continue;
-        for (int64_t j = 0; j < a.kw; ++j) {
-          const int64_t iw = ow * a.sw - a.pw + j * a.dw;
-          if (iw < 0 || iw >= a.W) continue;
-          acc += src[(ih * a.W + iw) * C + c] * wdt[(i * a.kw + j) * Cs + c];
-        }
-      }
-      dp[c] = dw_act1(acc, a.act1);
-    }
+    for (; ow < ow1; ++ow) dw_pixel(a, src, wdt, Cs, oh, ow, 0, drow + (ow - ow0) * C);
+    p += ow1 - ow0;
   }
 }
 
 void dwsep_conv2d(const DwsepArgs& a) {
   const int64_t OHW = a.OH * a.OW, HW = a.H * a.W, C = a.C, Co = a.Co, taps = a.kh * a.kw;
   if (a.N == 0 || OHW == 0 || Co == 0) return;
-  constexpr int64_t NC = SK_MR * SK_VW;
+  constexpr int64_t NC = DW_NV * SK_VW;
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t Cs = (C + SK_VW - 1) / SK_VW * SK_VW, Cop = (Co + NC - 1) / NC * NC;
   // pixels per tile, a multiple of 48 (whole register blocks of pixels, whole vectors): the
