@@ -19,7 +19,8 @@ from sparsekit.testing import assert_compiles_and_exports, devices, kernel_varia
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(dwsep_conv2d_kernels, d) if v != "reference"]
 
 # (N, C, Co, H, W, kernel, stride, padding, dilation): odd sizes, stride 2, no padding, dilation,
-# channels that are not multiples of any vector width, an empty batch, 1 x 1 images
+# channels that are not multiples of any vector width, an empty batch, 1 x 1 images, rows wide
+# enough for the kernel's blocks of 8 interior pixels at several kernel widths
 SHAPES = [
     (1, 32, 64, 13, 11, 3, 1, 1, 1),
     (2, 19, 37, 9, 14, 3, 2, 1, 1),
@@ -29,6 +30,9 @@ SHAPES = [
     (1, 1, 1, 1, 1, 1, 1, 0, 1),
     (2, 48, 100, 15, 15, 3, 2, 0, 1),
     (1, 130, 20, 6, 5, (3, 1), 1, (1, 0), 1),
+    (1, 20, 24, 9, 12, 5, 1, 2, 1),  # 5 x 5, 7 x 7 and 9 x 9 (wider than the kernel's input reuse)
+    (1, 16, 8, 10, 16, 7, 1, 3, 1),
+    (1, 16, 8, 12, 20, 9, 1, 4, 1),
 ]
 
 
