@@ -10,12 +10,10 @@ update or a different tensor never hits a stale entry).
 
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
-
 import torch
 
 from .. import _ext
+from .._cache import DerivedCache
 from .._ext import as_numpy
 from .op import bsr_linear_kernels
 
@@ -26,7 +24,7 @@ DENSE_FALLBACK_MIN_M = 48
 # How many densified weights the fallback keeps (0: densify on every call).
 DENSE_CACHE_ENTRIES = 8
 
-_dense_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
+_dense_cache = DerivedCache()
 
 
 def dense_crossover(bh: int, bw: int) -> float:
@@ -42,20 +40,14 @@ def use_dense_fallback(M: int, nnz: int, grid: tuple[int, int], block: tuple[int
 
 
 def _dense_weight(values, col_indices, row_offsets, N: int, K: int) -> torch.Tensor:
-    tensors = (values, col_indices, row_offsets)
-    key = tuple((t.data_ptr(), t._version) for t in tensors) + (N, K, tuple(values.shape))
-    hit = _dense_cache.get(key)
-    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)):
-        _dense_cache.move_to_end(key)
-        return hit[1]
-    dense = torch.empty(N, K, dtype=torch.float32)
-    _ext.native().bsr_to_dense(as_numpy(values), as_numpy(col_indices), as_numpy(row_offsets), dense.numpy(),
-                               torch.get_num_threads())
-    if DENSE_CACHE_ENTRIES > 0:
-        _dense_cache[key] = (tuple(weakref.ref(t) for t in tensors), dense)
-        while len(_dense_cache) > DENSE_CACHE_ENTRIES:
-            _dense_cache.popitem(last=False)
-    return dense
+    def densify():
+        dense = torch.empty(N, K, dtype=torch.float32)
+        _ext.native().bsr_to_dense(as_numpy(values), as_numpy(col_indices), as_numpy(row_offsets), dense.numpy(),
+                                   torch.get_num_threads())
+        return dense
+
+    return _dense_cache.get((values, col_indices, row_offsets), (N, K, tuple(values.shape)), densify,
+                            DENSE_CACHE_ENTRIES)
 
 
 def _is_fp32(x, values, *rest) -> bool:
