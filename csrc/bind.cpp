@@ -281,7 +281,8 @@ void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>&
 void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd, const py::array& wp,
                   const py::object& bp, py::array& y, const std::vector<int64_t>& kernel,
                   const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                  const std::vector<int64_t>& dilation, int act1, int act2, bool nhwc, int nthreads) {
+                  const std::vector<int64_t>& dilation, int act1, int act2, bool nhwc, int nthreads,
+                  const py::object& wpt) {
   check_array<float>(x, "x", 4);
   check_array<float>(wd, "depthwise_weight", 2);
   check_array<float>(wp, "pointwise_weight", 2);
@@ -317,6 +318,16 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
   py::array keep_d, keep_p;
   a.bd = optional_floats(bd, "depthwise_bias", a.C, keep_d);
   a.bp = optional_floats(bp, "pointwise_bias", a.Co, keep_p);
+  py::array keep_t;
+  if (!wpt.is_none()) {  // the pointwise weight transposed and padded by the caller (cached)
+    SK_CHECK(nhwc, "pointwise_weight_t is for channels_last (nhwc) only");
+    keep_t = wpt.cast<py::array>();
+    check_array<float>(keep_t, "pointwise_weight_t", 2);
+    check_dim(keep_t, "pointwise_weight_t", 0, a.C);
+    check_dim(keep_t, "pointwise_weight_t", 1, (a.Co + 63) / 64 * 64);
+    a.wpt = static_cast<const float*>(keep_t.data());
+    a.ldwpt = keep_t.shape(1);
+  }
   a.x = static_cast<const float*>(x.data());
   a.wd = static_cast<const float*>(wd.data());
   a.wp = static_cast<const float*>(wp.data());
@@ -501,7 +512,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("dwsep_conv2d", &sk::dwsep_conv2d, py::arg("x"), py::arg("depthwise_weight"), py::arg("depthwise_bias"),
         py::arg("pointwise_weight"), py::arg("pointwise_bias"), py::arg("out"), py::arg("kernel"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("act1"), py::arg("act2"), py::arg("nhwc"),
-        py::arg("nthreads"), "Fused depthwise -> pointwise convolution, fp32 (NCHW or channels_last memory).");
+        py::arg("nthreads"), py::arg("pointwise_weight_t") = py::none(),
+        "Fused depthwise -> pointwise convolution, fp32 (NCHW or channels_last memory). pointwise_weight_t: "
+        "optional [C, Co rounded up to 64] transposed pointwise weight, zero past Co (channels_last).");
   m.def("codebook_linear", &sk::codebook_linear, py::arg("x"), py::arg("indices"), py::arg("codebook"),
         py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"), py::arg("nthreads"),
         "out = x @ W.T + bias with W[n, k] = codebook[n / group_size][index (n, k)], indices packed in int32.");

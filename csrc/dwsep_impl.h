@@ -225,18 +225,27 @@ void dwsep_conv2d(const DwsepArgs& a) {
   constexpr int64_t NC = DW_NV * SK_VW;
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t Cs = (C + SK_VW - 1) / SK_VW * SK_VW, Cop = (Co + NC - 1) / NC * NC;
-  // pixels per tile, a multiple of 48 (whole register blocks of pixels, whole vectors): the
-  // tile's depthwise output about 64 KB (L2), and at least 4 tiles per thread where possible
-  int64_t P = (16384 / C + 47) / 48 * 48;
-  const int64_t spread = ((a.N * OHW + 4 * nt - 1) / (4 * nt) + 47) / 48 * 48;
-  P = imin(imin(P, spread), OHW);
+  // pixels per tile: the tile's depthwise output at most about 64 KB (L2); the tiles of all
+  // images a multiple of the thread count, at least 2 per thread where the images allow (no
+  // thread idles for a last tile); a multiple of the micro-kernel's pixel block (channels_last:
+  // rows of DW_R pixels; NCHW: vectors of pixels)
+  const int64_t g = a.nhwc ? DW_R : SK_VW;
+  const int64_t P_max = imin(OHW, (16384 / C + g - 1) / g * g);
+  int64_t per_image = (OHW + P_max - 1) / P_max;
+  while (a.N * per_image < 2 * nt && per_image < (OHW + g - 1) / g) ++per_image;
+  while ((a.N * per_image) % nt != 0 && per_image < (OHW + g - 1) / g) ++per_image;
+  const int64_t P = imin(OHW, ((OHW + per_image - 1) / per_image + g - 1) / g * g);
   const int64_t Pp = (P + NC - 1) / NC * NC, tiles = (OHW + P - 1) / P;
-  // shared: depthwise weights [taps][Cs]; channels_last: WpT [C][Cop], bias [Cop]; NCHW: the image
-  const int64_t shared = taps * Cs + (a.nhwc ? C * Cop + Cop : HW * C);
+  // shared: depthwise weights [taps][Cs]; channels_last: WpT [C][Cop] (unless the caller passes
+  // it), bias [Cop]; NCHW: the image
+  const bool own_wpt = a.nhwc && a.wpt == nullptr;
+  const int64_t shared = taps * Cs + (a.nhwc ? (own_wpt ? C * Cop : 0) + Cop : HW * C);
   float* sh = static_cast<float*>(thread_scratch(sizeof(float) * shared, 0));
   float* wdt = sh;
   float* wpt = sh + taps * Cs;  // channels_last only
-  float* bcol = wpt + C * Cop;  // channels_last only
+  float* bcol = wpt + (own_wpt ? C * Cop : 0);  // channels_last only
+  const float* wpt_in = own_wpt ? wpt : a.wpt;
+  const int64_t ldw = own_wpt ? Cop : a.ldwpt;
   float* img = sh + taps * Cs;  // NCHW only
   const int64_t per = P * C + (a.nhwc ? 0 : C * Pp);
   float* tb = static_cast<float*>(thread_scratch(sizeof(float) * per * nt, 1));
@@ -245,12 +254,18 @@ void dwsep_conv2d(const DwsepArgs& a) {
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < C; ++c)
       for (int64_t t = 0; t < taps; ++t) wdt[t * Cs + c] = a.wd[c * taps + t];
-    if (a.nhwc) {
+    if (own_wpt) {
 #pragma omp for schedule(static)
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t o = 0; o < Co; ++o) wpt[c * Cop + o] = a.wp[o * C + c];
-        for (int64_t o = Co; o < Cop; ++o) wpt[c * Cop + o] = 0.f;
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {  // WpT in 16 x 16 blocks (the weight read by rows)
+        const int64_t c1 = imin(C, c0 + 16);
+        for (int64_t o0 = 0; o0 < Co; o0 += 16)
+          for (int64_t o = o0; o < imin(Co, o0 + 16); ++o)
+            for (int64_t c = c0; c < c1; ++c) wpt[c * Cop + o] = a.wp[o * C + c];
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t o = Co; o < Cop; ++o) wpt[c * Cop + o] = 0.f;
       }
+    }
+    if (a.nhwc) {
 #pragma omp single
       for (int64_t o = 0; o < Cop; ++o) bcol[o] = a.bp && o < Co ? a.bp[o] : 0.f;
     }
@@ -271,7 +286,7 @@ void dwsep_conv2d(const DwsepArgs& a) {
         const int64_t p0 = t * P, np = imin(P, OHW - p0);
         dw_depthwise(a, src, wdt, Cs, p0, np, d);
         if (a.nhwc) {
-          dw_gemm(d, C, wpt, Cop, C, a.y + (n * OHW + p0) * Co, Co, np, Co, nullptr, a.bp ? bcol : nullptr,
+          dw_gemm(d, C, wpt_in, ldw, C, a.y + (n * OHW + p0) * Co, Co, np, Co, nullptr, a.bp ? bcol : nullptr,
                   a.act2);
         } else {
           const int64_t npp = (np + NC - 1) / NC * NC;

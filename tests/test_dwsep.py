@@ -294,3 +294,38 @@ def test_pretrained_efficientnet_lite0_end_to_end():
         assert (fused(x) - expected).abs().max() <= 1e-3
         xc = x.contiguous(memory_format=torch.channels_last)
         assert (fused.to(memory_format=torch.channels_last)(xc) - expected).abs().max() <= 1e-3
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+def test_channels_last_weight_cache_follows_in_place_updates():
+    from sparsekit.dwsep import cpu as dwsep_cpu
+
+    mod = DepthwiseSeparableConv2d(16, 70, 3, padding=1).requires_grad_(False)  # 70: padded to 128 columns
+    x = torch.randn(1, 16, 7, 9).contiguous(memory_format=torch.channels_last)
+    args = lambda: (x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias, [1, 1], [1, 1], [1, 1], 0, 0)  # noqa: E731
+    with run_variant("cpu"):
+        torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
+        assert len(dwsep_cpu._weight_cache) >= 1
+        mod.pw_weight.mul_(-2.0)  # in place: the version counter moves, the cached transpose is stale
+        torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
+        old, dwsep_cpu.WEIGHT_CACHE_ENTRIES = dwsep_cpu.WEIGHT_CACHE_ENTRIES, 0
+        try:  # no cache: the kernel transposes the weight itself
+            x2 = x.contiguous()
+            torch.testing.assert_close(mod(x2), dwsep_conv2d_reference(x2, *args()[1:]), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
+        finally:
+            dwsep_cpu.WEIGHT_CACHE_ENTRIES = old
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+def test_native_rejects_a_wrong_transposed_weight():
+    C = _ext.native()
+    x, dw, out = torch.randn(1, 6, 7, 8), torch.randn(8, 9), torch.empty(1, 6, 7, 12)
+    args = dict(kernel=[3, 3], stride=[1, 1], padding=[1, 1], dilation=[1, 1], act1=0, act2=0, nthreads=1)
+    with pytest.raises(ValueError, match=r"pointwise_weight_t.shape\[1\] must be 64"):
+        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None, out.numpy(), nhwc=True,
+                       pointwise_weight_t=torch.randn(8, 12).numpy(), **args)
+    with pytest.raises(ValueError, match="pointwise_weight_t is for channels_last"):
+        C.dwsep_conv2d(torch.randn(1, 8, 6, 7).numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None,
+                       torch.empty(1, 12, 6, 7).numpy(), nhwc=False, pointwise_weight_t=torch.randn(8, 64).numpy(),
+                       **args)
