@@ -322,11 +322,11 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
   if (!wpt.is_none()) {  // the pointwise weight transposed and padded by the caller (cached)
     SK_CHECK(nhwc, "pointwise_weight_t is for channels_last (nhwc) only");
     keep_t = wpt.cast<py::array>();
-    check_array<float>(keep_t, "pointwise_weight_t", 2);
-    check_dim(keep_t, "pointwise_weight_t", 0, a.C);
-    check_dim(keep_t, "pointwise_weight_t", 1, (a.Co + 63) / 64 * 64);
+    check_array<float>(keep_t, "pointwise_weight_t", 3);
+    check_dim(keep_t, "pointwise_weight_t", 0, (a.Co + 63) / 64);
+    check_dim(keep_t, "pointwise_weight_t", 1, a.C);
+    check_dim(keep_t, "pointwise_weight_t", 2, 64);
     a.wpt = static_cast<const float*>(keep_t.data());
-    a.ldwpt = keep_t.shape(1);
   }
   a.x = static_cast<const float*>(x.data());
   a.wd = static_cast<const float*>(wd.data());
@@ -514,7 +514,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("padding"), py::arg("dilation"), py::arg("act1"), py::arg("act2"), py::arg("nhwc"),
         py::arg("nthreads"), py::arg("pointwise_weight_t") = py::none(),
         "Fused depthwise -> pointwise convolution, fp32 (NCHW or channels_last memory). pointwise_weight_t: "
-        "optional [C, Co rounded up to 64] transposed pointwise weight, zero past Co (channels_last).");
+        "optional transposed pointwise weight in panels of 64 output channels, [ceil(Co / 64), C, 64], zero past "
+        "Co (channels_last).");
   m.def("codebook_linear", &sk::codebook_linear, py::arg("x"), py::arg("indices"), py::arg("codebook"),
         py::arg("bias"), py::arg("out"), py::arg("bits"), py::arg("group_size"), py::arg("nthreads"),
         "out = x @ W.T + bias with W[n, k] = codebook[n / group_size][index (n, k)], indices packed in int32.");

@@ -119,8 +119,8 @@ struct DwsepArgs {
   const float* bd;  // [C] or nullptr
   const float* wp;  // [Co, C]
   const float* bp;  // [Co] or nullptr
-  const float* wpt;  // channels_last: wp transposed, [C][ldwpt] (ldwpt: Co rounded up to 64,
-  int64_t ldwpt;     // the columns past Co zero), or nullptr for the kernel to transpose wp
+  const float* wpt;  // channels_last: wp transposed into panels of 64 output channels,
+                     // [ceil(Co / 64)][C][64] (zero past Co), or nullptr for the kernel to do it
   float* y;
   int64_t N, C, H, W, Co, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
   int act1, act2;

@@ -300,7 +300,7 @@ def test_pretrained_efficientnet_lite0_end_to_end():
 def test_channels_last_weight_cache_follows_in_place_updates():
     from sparsekit.dwsep import cpu as dwsep_cpu
 
-    mod = DepthwiseSeparableConv2d(16, 70, 3, padding=1).requires_grad_(False)  # 70: padded to 128 columns
+    mod = DepthwiseSeparableConv2d(16, 70, 3, padding=1).requires_grad_(False)  # 70: two panels, the second padded
     x = torch.randn(1, 16, 7, 9).contiguous(memory_format=torch.channels_last)
     args = lambda: (x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias, [1, 1], [1, 1], [1, 1], 0, 0)  # noqa: E731
     with run_variant("cpu"):
@@ -322,10 +322,13 @@ def test_native_rejects_a_wrong_transposed_weight():
     C = _ext.native()
     x, dw, out = torch.randn(1, 6, 7, 8), torch.randn(8, 9), torch.empty(1, 6, 7, 12)
     args = dict(kernel=[3, 3], stride=[1, 1], padding=[1, 1], dilation=[1, 1], act1=0, act2=0, nthreads=1)
-    with pytest.raises(ValueError, match=r"pointwise_weight_t.shape\[1\] must be 64"):
+    with pytest.raises(ValueError, match=r"pointwise_weight_t.shape\[2\] must be 64"):
         C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None, out.numpy(), nhwc=True,
-                       pointwise_weight_t=torch.randn(8, 12).numpy(), **args)
+                       pointwise_weight_t=torch.randn(1, 8, 12).numpy(), **args)
+    with pytest.raises(ValueError, match="pointwise_weight_t must have 3 dimensions"):
+        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None, out.numpy(), nhwc=True,
+                       pointwise_weight_t=torch.randn(8, 64).numpy(), **args)
     with pytest.raises(ValueError, match="pointwise_weight_t is for channels_last"):
         C.dwsep_conv2d(torch.randn(1, 8, 6, 7).numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None,
-                       torch.empty(1, 12, 6, 7).numpy(), nhwc=False, pointwise_weight_t=torch.randn(8, 64).numpy(),
+                       torch.empty(1, 12, 6, 7).numpy(), nhwc=False, pointwise_weight_t=torch.randn(1, 8, 64).numpy(),
                        **args)
