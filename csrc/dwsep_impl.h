@@ -202,6 +202,16 @@ static inline void dw_block(const DwsepArgs& a, const float* src, const float* w
   for (int r = 0; r < DR; ++r) vstore(dp + r * a.C + c, dw_act(acc[r], a.act1));
 }
 
+// dst[c * ds + r] = src[r * ss + c] for r < rows, c < cols (rows <= 8), in 8 x 8 register
+// transposes (transpose8x8) where a whole block fits, element by element at the edge.
+static void dw_transpose(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows, int64_t cols) {
+  int64_t c = 0;
+  if (rows == 8)
+    for (; c + 8 <= cols; c += 8) transpose8x8(src + c, ss, dst + c * ds, ds);
+  for (; c < cols; ++c)
+    for (int64_t r = 0; r < rows; ++r) dst[c * ds + r] = src[r * ss + c];
+}
+
 // Depthwise output of pixels [p0, p0 + P) of one image (src: [H][W][C]) into d [P][C], row
 // piece by row piece: DR-pixel blocks where no column tap falls in the padding, one pixel at a
 // time elsewhere.
@@ -279,12 +289,11 @@ void dwsep_conv2d(const DwsepArgs& a) {
     float* dt = d + P * C;  // NCHW only
     for (int64_t n = 0; n < a.N; ++n) {
       const float* src = a.x + n * HW * C;
-      if (!a.nhwc) {  // the image to [H][W][C], 16 x 16 blocks
+      if (!a.nhwc) {  // the image to [H][W][C]
 #pragma omp for schedule(static)
-        for (int64_t q0 = 0; q0 < HW; q0 += 16)
-          for (int64_t c0 = 0; c0 < C; c0 += 16)
-            for (int64_t c = c0; c < imin(C, c0 + 16); ++c)
-              for (int64_t q = q0; q < imin(HW, q0 + 16); ++q) img[q * C + c] = src[c * HW + q];
+        for (int64_t q0 = 0; q0 < HW; q0 += 64)  // 64 pixels x 8 channels at a time
+          for (int64_t c0 = 0; c0 < C; c0 += 8)
+            dw_transpose(src + c0 * HW + q0, HW, img + q0 * C + c0, C, imin(8, C - c0), imin(64, HW - q0));
         src = img;
       }
 #pragma omp for schedule(dynamic)
@@ -296,9 +305,15 @@ void dwsep_conv2d(const DwsepArgs& a) {
         } else {  // D transposed into panels of DW_PANEL pixels
           const int64_t npp = (np + DW_PANEL - 1) / DW_PANEL * DW_PANEL;
           for (int64_t q0 = 0; q0 < npp; q0 += DW_PANEL)
-            for (int64_t c = 0; c < C; ++c) {
-              float* row = dt + q0 * C + c * DW_PANEL;
-              for (int64_t p = q0; p < q0 + DW_PANEL; ++p) row[p - q0] = p < np ? d[p * C + c] : 0.f;
+            for (int64_t p = q0; p < q0 + DW_PANEL; p += 8) {
+              if (p < np) {
+                dw_transpose(d + p * C, C, dt + q0 * C + (p - q0), DW_PANEL, imin(8, np - p), C);
+              } else {
+                for (int64_t c = 0; c < C; ++c)
+                  for (int64_t i = 0; i < 8; ++i) dt[q0 * C + c * DW_PANEL + (p - q0) + i] = 0.f;
+              }
+              for (int64_t i = np - p; i > 0 && i < 8; ++i)  // a partial last block: zero its other columns
+                for (int64_t c = 0; c < C; ++c) dt[q0 * C + c * DW_PANEL + (p - q0) + i] = 0.f;
             }
           dw_gemm(a.wp, C, dt, C, a.y + n * Co * OHW + p0, OHW, Co, np, a.bp, nullptr, a.act2);
         }
