@@ -48,6 +48,27 @@ def test_dwsep_conv2d(benchmark, provider, shape, N):
                 baseline="torch_channels_last", N=N)
 
 
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device selected")
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}-{s[1]}-{s[2]}x{s[3]}")
+@pytest.mark.parametrize("provider", ["torch_channels_last", "sparsekit_channels_last"])
+def test_dwsep_conv2d_cuda(benchmark, provider, shape, dtype):
+    """GPU, batch 8, channels_last: the Triton kernel vs PyTorch's two convolutions (cuDNN)."""
+    from sparsekit.nn import DepthwiseSeparableConv2d
+
+    C, Co, H, W = shape
+    dt = torch.float16 if dtype == "fp16" else torch.float32
+    block = _block(C, Co).to("cuda", dt)
+    mod = block if provider.startswith("torch") else DepthwiseSeparableConv2d.from_modules(block[0], block[2],
+                                                                                         act1=block[1])
+    x = torch.randn(8, C, H, W, device="cuda", dtype=dt).contiguous(memory_format=torch.channels_last)
+    tol = 3e-2 if dt == torch.float16 else 1e-3
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), block(x), rtol=tol, atol=tol)
+        measure(benchmark, lambda: mod(x), group=f"dwsep/cuda/{dtype}/{C}->{Co}/{H}x{W}/N=8", provider=provider,
+                baseline="torch_channels_last", device="cuda")
+
+
 _models = {}
 
 
