@@ -336,3 +336,22 @@ def test_native_rejects_a_wrong_transposed_weight():
         C.dwsep_conv2d(torch.randn(1, 8, 6, 7).numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None,
                        torch.empty(1, 12, 6, 7).numpy(), nhwc=False, pointwise_weight_t=torch.randn(1, 8, 64).numpy(),
                        **args)
+
+
+# bf16 on the GPU only: Triton's interpreter multiplies bf16 tiles wrongly in tl.dot (its
+# numpy arrays have no bf16), whatever the kernel
+HALF_CASES = [(d, v, t) for d, v in VARIANTS if v == "triton"
+              for t in ((torch.float16, torch.bfloat16) if d == "cuda" else (torch.float16,))]
+
+
+@pytest.mark.parametrize("device, variant, dtype", HALF_CASES)
+def test_triton_half_precision(device, variant, dtype):
+    """fp16 / bf16 in and out, fp32 accumulation: close to the fp32 reference on the same values."""
+    x, dw, bd, pw, bp, s, p, d = _args(2, 24, 40, 9, 11, 3, 1, 1, 1, device=device)
+    half = [t.to(dtype) for t in (x, dw, bd, pw, bp)]
+    with run_variant(variant):
+        y = torch.ops.sparsekit.dwsep_conv2d(*half, s, p, d, 2, 0)
+    assert y.dtype == dtype
+    expected = dwsep_conv2d_reference(*[t.float() for t in half], s, p, d, 2, 0)
+    tol = 2e-2 if dtype == torch.float16 else 8e-2
+    torch.testing.assert_close(y.float(), expected, rtol=tol, atol=tol)
