@@ -31,6 +31,7 @@ bench: install-dev
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
 	$(PYTHON) bench/report.py $(RESULTS)/latest.json
 	$(PYTHON) bench/codebook_quality.py $(RESULTS)
+	$(PYTHON) bench/dwsep_memory.py $(RESULTS)
 
 bench-quick: install-dev
 	@mkdir -p $(RESULTS)
