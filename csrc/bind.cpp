@@ -231,6 +231,34 @@ void pack_signs(const py::array& x, py::array& out, const py::object& scale, int
   fn(p);
 }
 
+// A convolution's geometry from a 4-D input (NCHW, or the memory of a channels_last tensor with
+// nhwc) and its per-axis kernel, stride, padding and dilation; checked before any use.
+struct ConvGeometry {
+  int64_t N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+};
+ConvGeometry conv_geometry(const py::array& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                           const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, bool nhwc) {
+  SK_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+           "kernel, stride, padding and dilation must have 2 entries each");
+  for (int i = 0; i < 2; ++i)
+    SK_CHECK(kernel[i] >= 1 && stride[i] >= 1 && padding[i] >= 0 && dilation[i] >= 1,
+             "need kernel >= 1, stride >= 1, padding >= 0, dilation >= 1, got kernel=" << kernel[i] << " stride="
+                 << stride[i] << " padding=" << padding[i] << " dilation=" << dilation[i]);
+  ConvGeometry g{};
+  g.N = x.shape(0);
+  g.C = x.shape(nhwc ? 3 : 1);
+  g.H = x.shape(nhwc ? 1 : 2);
+  g.W = x.shape(nhwc ? 2 : 3);
+  g.kh = kernel[0], g.kw = kernel[1], g.sh = stride[0], g.sw = stride[1];
+  g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
+  SK_CHECK(g.C >= 1, "x must have at least one channel");
+  SK_CHECK(g.H + 2 * g.ph >= g.dh * (g.kh - 1) + 1 && g.W + 2 * g.pw >= g.dw * (g.kw - 1) + 1,
+           "the padded input (" << g.H + 2 * g.ph << " x " << g.W + 2 * g.pw << ") is smaller than the dilated kernel");
+  g.OH = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  g.OW = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  return g;
+}
+
 // x float32 [N, C, H, W] -> out int64 [N * OH * OW, row_words]: the packed signs of every
 // output pixel's receptive field (see ConvIm2colArgs).
 void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>& kernel,
@@ -239,26 +267,13 @@ void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>&
   check_array<float>(x, "x", 4);
   check_array<int64_t>(out, "out", 2, /*writable=*/true);
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
-  SK_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-           "kernel, stride, padding and dilation must have 2 entries each");
-  for (int i = 0; i < 2; ++i)
-    SK_CHECK(kernel[i] >= 1 && stride[i] >= 1 && padding[i] >= 0 && dilation[i] >= 1,
-             "need kernel >= 1, stride >= 1, padding >= 0, dilation >= 1, got kernel=" << kernel[i] << " stride="
-                 << stride[i] << " padding=" << padding[i] << " dilation=" << dilation[i]);
+  const ConvGeometry g = conv_geometry(x, kernel, stride, padding, dilation, nhwc);
   ConvIm2colArgs a{};
-  a.N = x.shape(0);
-  a.C = x.shape(nhwc ? 3 : 1);
-  a.H = x.shape(nhwc ? 1 : 2);
-  a.W = x.shape(nhwc ? 2 : 3);
+  a.N = g.N, a.C = g.C, a.H = g.H, a.W = g.W;
   a.nhwc = nhwc;
   a.Wc = (a.C + 63) / 64;
-  a.kh = kernel[0], a.kw = kernel[1], a.sh = stride[0], a.sw = stride[1];
-  a.ph = padding[0], a.pw = padding[1], a.dh = dilation[0], a.dw = dilation[1];
-  a.OH = (a.H + 2 * a.ph - a.dh * (a.kh - 1) - 1) / a.sh + 1;
-  a.OW = (a.W + 2 * a.pw - a.dw * (a.kw - 1) - 1) / a.sw + 1;
-  SK_CHECK(a.C >= 1, "x must have at least one channel");
-  SK_CHECK(a.H + 2 * a.ph >= a.dh * (a.kh - 1) + 1 && a.W + 2 * a.pw >= a.dw * (a.kw - 1) + 1,
-           "the padded input (" << a.H + 2 * a.ph << " x " << a.W + 2 * a.pw << ") is smaller than the dilated kernel");
+  a.kh = g.kh, a.kw = g.kw, a.sh = g.sh, a.sw = g.sw, a.ph = g.ph, a.pw = g.pw, a.dh = g.dh, a.dw = g.dw;
+  a.OH = g.OH, a.OW = g.OW;
   check_dim(out, "out", 0, a.N * a.OH * a.OW);
   a.row_words = out.shape(1);
   SK_CHECK(a.row_words >= a.kh * a.kw * a.Wc,
@@ -290,23 +305,11 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
   SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
   SK_CHECK(act1 >= 0 && act1 <= 3 && act2 >= 0 && act2 <= 3, "act1 and act2 must be in 0..3, got " << act1 << ", "
                                                                                                      << act2);
-  SK_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-           "kernel, stride, padding and dilation must have 2 entries each");
-  for (int i = 0; i < 2; ++i)
-    SK_CHECK(kernel[i] >= 1 && stride[i] >= 1 && padding[i] >= 0 && dilation[i] >= 1,
-             "need kernel >= 1, stride >= 1, padding >= 0, dilation >= 1, got kernel=" << kernel[i] << " stride="
-                 << stride[i] << " padding=" << padding[i] << " dilation=" << dilation[i]);
+  const ConvGeometry g = conv_geometry(x, kernel, stride, padding, dilation, nhwc);
   DwsepArgs a{};
-  a.N = x.shape(0);
-  a.C = x.shape(nhwc ? 3 : 1);
-  a.H = x.shape(nhwc ? 1 : 2);
-  a.W = x.shape(nhwc ? 2 : 3);
-  a.kh = kernel[0], a.kw = kernel[1], a.sh = stride[0], a.sw = stride[1];
-  a.ph = padding[0], a.pw = padding[1], a.dh = dilation[0], a.dw = dilation[1];
-  SK_CHECK(a.H + 2 * a.ph >= a.dh * (a.kh - 1) + 1 && a.W + 2 * a.pw >= a.dw * (a.kw - 1) + 1,
-           "the padded input (" << a.H + 2 * a.ph << " x " << a.W + 2 * a.pw << ") is smaller than the dilated kernel");
-  a.OH = (a.H + 2 * a.ph - a.dh * (a.kh - 1) - 1) / a.sh + 1;
-  a.OW = (a.W + 2 * a.pw - a.dw * (a.kw - 1) - 1) / a.sw + 1;
+  a.N = g.N, a.C = g.C, a.H = g.H, a.W = g.W;
+  a.kh = g.kh, a.kw = g.kw, a.sh = g.sh, a.sw = g.sw, a.ph = g.ph, a.pw = g.pw, a.dh = g.dh, a.dw = g.dw;
+  a.OH = g.OH, a.OW = g.OW;
   check_dim(wd, "depthwise_weight", 0, a.C);
   check_dim(wd, "depthwise_weight", 1, a.kh * a.kw);
   a.Co = wp.shape(0);
@@ -333,7 +336,6 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
   a.wp = static_cast<const float*>(wp.data());
   a.y = static_cast<float*>(y.mutable_data());
   a.act1 = act1, a.act2 = act2, a.nhwc = nhwc, a.nthreads = nthreads;
-  SK_CHECK(a.C >= 1, "x must have at least one channel");
   const auto fn = kernels(current_isa()).dwsep_conv2d;
   py::gil_scoped_release release;
   fn(a);

@@ -129,34 +129,35 @@ static void dw_gemm(const float* A, int64_t lda, const float* B, int64_t K, floa
   }
 }
 
+// acc + the depthwise taps of output pixel (oh, ow) whose inputs lie inside the image:
+// x(q) loads the input of pixel q (row-major in the image), w(t) the weight of tap t.
+template <typename T, typename X, typename Wt>
+static inline T dw_taps(const DwsepArgs& a, int64_t oh, int64_t ow, T acc, X x, Wt w) {
+  for (int64_t i = 0; i < a.kh; ++i) {
+    const int64_t ih = oh * a.sh - a.ph + i * a.dh;
+    if (ih < 0 || ih >= a.H) continue;
+    for (int64_t j = 0; j < a.kw; ++j) {
+      const int64_t iw = ow * a.sw - a.pw + j * a.dw;
+      if (iw < 0 || iw >= a.W) continue;
+      acc += x(ih * a.W + iw) * w(i * a.kw + j);
+    }
+  }
+  return acc;
+}
+
 // One output pixel's depthwise output, channels [c0, C) in vectors then [Cv, C) one by one.
 static inline void dw_pixel(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t oh,
                             int64_t ow, int64_t c0, float* dp) {
   const int64_t C = a.C, Cv = C - C % SK_VW;
   for (int64_t c = c0; c < Cv; c += SK_VW) {
-    vf acc = a.bd ? vload(a.bd + c) : vf{};
-    for (int64_t i = 0; i < a.kh; ++i) {
-      const int64_t ih = oh * a.sh - a.ph + i * a.dh;
-      if (ih < 0 || ih >= a.H) continue;
-      for (int64_t j = 0; j < a.kw; ++j) {
-        const int64_t iw = ow * a.sw - a.pw + j * a.dw;
-        if (iw < 0 || iw >= a.W) continue;
-        acc += vload(src + (ih * a.W + iw) * C + c) * vload(wdt + (i * a.kw + j) * Cs + c);
-      }
-    }
+    const vf acc = dw_taps(
+        a, oh, ow, a.bd ? vload(a.bd + c) : vf{}, [&](int64_t q) { return vload(src + q * C + c); },
+        [&](int64_t t) { return vload(wdt + t * Cs + c); });
     vstore(dp + c, dw_act(acc, a.act1));
   }
   for (int64_t c = Cv > c0 ? Cv : c0; c < C; ++c) {
-    float acc = a.bd ? a.bd[c] : 0.f;
-    for (int64_t i = 0; i < a.kh; ++i) {
-      const int64_t ih = oh * a.sh - a.ph + i * a.dh;
-      if (ih < 0 || ih >= a.H) continue;
-      for (int64_t j = 0; j < a.kw; ++j) {
-        const int64_t iw = ow * a.sw - a.pw + j * a.dw;
-        if (iw < 0 || iw >= a.W) continue;
-        acc += src[(ih * a.W + iw) * C + c] * wdt[(i * a.kw + j) * Cs + c];
-      }
-    }
+    const float acc = dw_taps(a, oh, ow, a.bd ? a.bd[c] : 0.f, [&](int64_t q) { return src[q * C + c]; },
+                              [&](int64_t t) { return wdt[t * Cs + c]; });
     dp[c] = dw_act1(acc, a.act1);
   }
 }

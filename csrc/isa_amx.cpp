@@ -110,9 +110,30 @@ SK_AMX static void expand_vnni(const uint64_t* src, int64_t W, int64_t valid, in
   }
 }
 
+// The products of one 64-byte step: accumulator tiles 0, 2 += P tiles (p0, p1: 16 rows each)
+// times the Q tile q0; with q1 also 1, 3 += the P tiles times q1. Each operand tile is loaded
+// once and used twice.
+SK_AMX static inline void tile_step(const int8_t* p0, const int8_t* p1, const int8_t* q0, const int8_t* q1) {
+  _tile_loadd(4, p0, 64);
+  _tile_loadd(6, q0, 64);
+  _tile_dpbssd(0, 4, 6);
+  _tile_loadd(5, p1, 64);
+  _tile_dpbssd(2, 5, 6);
+  if (q1) {
+    _tile_loadd(7, q1, 64);
+    _tile_dpbssd(1, 4, 7);
+    _tile_dpbssd(3, 5, 7);
+  }
+}
+// the four accumulator tiles into c[32][32] (int32, rows 128 bytes apart)
+SK_AMX static inline void store_accumulators(int32_t* c) {
+  _tile_stored(0, c, 128);
+  _tile_stored(1, c + 16, 128);
+  _tile_stored(2, c + 16 * 32, 128);
+  _tile_stored(3, c + 16 * 32 + 16, 128);
+}
 // c[32][32] (+)= 32 expanded P rows (kw words, [2][kw][16][64]) times 2 expanded 16-row Q
-// panels (words from q0, q1 on, 1 KB apart): four accumulator tiles, each operand tile loaded
-// once per word and used twice.
+// panels (words from q0, q1 on, 1 KB apart): four accumulator tiles.
 SK_AMX static inline void tile_block(const int8_t* p, const int8_t* q0, const int8_t* q1, int64_t kw, bool accumulate,
                                      int32_t* c) {
   const int8_t* p1 = p + kw * kTile;
@@ -127,20 +148,8 @@ SK_AMX static inline void tile_block(const int8_t* p, const int8_t* q0, const in
     _tile_zero(2);
     _tile_zero(3);
   }
-  for (int64_t w = 0; w < kw; ++w) {
-    _tile_loadd(4, p + w * kTile, 64);
-    _tile_loadd(6, q0 + w * kTile, 64);
-    _tile_dpbssd(0, 4, 6);
-    _tile_loadd(7, q1 + w * kTile, 64);
-    _tile_dpbssd(1, 4, 7);
-    _tile_loadd(5, p1 + w * kTile, 64);
-    _tile_dpbssd(2, 5, 6);
-    _tile_dpbssd(3, 5, 7);
-  }
-  _tile_stored(0, c, 128);
-  _tile_stored(1, c + 16, 128);
-  _tile_stored(2, c + 16 * 32, 128);
-  _tile_stored(3, c + 16 * 32 + 16, 128);
+  for (int64_t w = 0; w < kw; ++w) tile_step(p + w * kTile, p1 + w * kTile, q0 + w * kTile, q1 + w * kTile);
+  store_accumulators(c);
 }
 
 SK_AMX static inline __mmask16 first(int64_t n) { return n >= 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1); }
@@ -564,21 +573,9 @@ SK_AMX static void small_m_block(const CodebookQ8Args& a, const RowExpander& e, 
                                   : expand_chunk<F, false>(e, src[i], ch, tbl[i], qcb[i], 0);
       _mm512_store_si512(pt + 64 * i, w);
     }
-    _tile_loadd(4, pt, 64);
-    _tile_loadd(5, pt + kTile, 64);
-    _tile_loadd(6, qbuf + ch * kTile, 64);
-    _tile_dpbssd(0, 4, 6);
-    _tile_dpbssd(2, 5, 6);
-    if (two) {
-      _tile_loadd(7, qbuf + (nch + ch) * kTile, 64);
-      _tile_dpbssd(1, 4, 7);
-      _tile_dpbssd(3, 5, 7);
-    }
+    tile_step(pt, pt + kTile, qbuf + ch * kTile, two ? qbuf + (nch + ch) * kTile : nullptr);
   }
-  _tile_stored(0, c, 128);
-  _tile_stored(1, c + 16, 128);
-  _tile_stored(2, c + 16 * 32, 128);
-  _tile_stored(3, c + 16 * 32 + 16, 128);
+  store_accumulators(c);
 }
 
 // The VNNI path at every M: the int8 option on AVX-512 CPUs with VNNI and VBMI but no AMX
