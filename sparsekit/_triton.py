@@ -19,6 +19,12 @@ except Exception:  # triton missing or broken: the kernels are simply not regist
 AUTOTUNE = os.environ.get("SPARSEKIT_TRITON_AUTOTUNE", "1") != "0"
 
 
+def tile_configs(names: tuple, rows: tuple) -> list:
+    """The autotune candidates: a ``triton.Config`` per row of tile sizes (named by ``names``)
+    followed by num_warps and num_stages."""
+    return [triton.Config(dict(zip(names, row[:-2])), num_warps=row[-2], num_stages=row[-1]) for row in rows]
+
+
 def next_pow2(v: int) -> int:
     return 1 << max(0, (int(v) - 1).bit_length())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2
+from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
 from ..backend import triton_available
 from .op import bsr_linear_kernels
 
@@ -19,10 +19,7 @@ if HAS_TRITON:
     import triton.language as tl
 
     def _configs():
-        return [
-            triton.Config({"BM": bm}, num_warps=w, num_stages=s)
-            for bm, w, s in ((16, 4, 2), (32, 4, 3), (64, 4, 3), (128, 8, 3))
-        ]
+        return tile_configs(("BM",), ((16, 4, 2), (32, 4, 3), (64, 4, 3), (128, 8, 3)))
 
     @triton.jit
     def _bsr_linear_kernel(

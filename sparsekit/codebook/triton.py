@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2
+from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
 from ..backend import triton_available
 from .format import field_bits
 from .op import codebook_linear_kernels
@@ -20,12 +20,9 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    def _configs():
-        return [
-            triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
-            for bm, bn, bk, w, s in ((16, 64, 64, 4, 3), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3),
-                                     (128, 128, 32, 8, 3), (16, 128, 128, 4, 2))
-        ]
+    def _configs():  # BM, BN, BK, num_warps, num_stages
+        return tile_configs(("BM", "BN", "BK"), ((16, 64, 64, 4, 3), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3),
+                                                 (128, 128, 32, 8, 3), (16, 128, 128, 4, 2)))
 
     @triton.jit
     def _codebook_linear_kernel(

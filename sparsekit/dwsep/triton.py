@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2
+from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
 from ..backend import triton_available
 from .op import _is_channels_last, dwsep_conv2d_kernels, output_size
 
@@ -31,12 +31,9 @@ if HAS_TRITON:
             v = v * tl.sigmoid(v)
         return v
 
-    def _configs():
-        return [
-            triton.Config({"BP": bp, "BN": bn, "BC": bc}, num_warps=w, num_stages=s)
-            for bp, bn, bc, w, s in ((64, 64, 32, 4, 2), (128, 64, 32, 4, 2), (64, 128, 32, 4, 2),
-                                     (128, 128, 32, 8, 2), (32, 64, 64, 4, 2))
-        ]
+    def _configs():  # BP, BN, BC, num_warps, num_stages
+        return tile_configs(("BP", "BN", "BC"), ((64, 64, 32, 4, 2), (128, 64, 32, 4, 2), (64, 128, 32, 4, 2),
+                                                 (128, 128, 32, 8, 2), (32, 64, 64, 4, 2)))
 
     @triton.jit
     def _dwsep_kernel(
