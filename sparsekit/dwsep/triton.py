@@ -38,9 +38,8 @@ if HAS_TRITON:
     @triton.jit
     def _dwsep_kernel(
         x_ptr, wd_ptr, bd_ptr, wp_ptr, bp_ptr, y_ptr,
-        C, H, W, Co, OH, OW,
+        C, H, W, Co, OH, OW, SH, SW, PH, PW, DH, DW,
         sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-        SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
         KH: tl.constexpr, KW: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
         HAS_BD: tl.constexpr, HAS_BP: tl.constexpr, PRECISION: tl.constexpr,
         BP: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr,
@@ -95,10 +94,10 @@ if HAS_TRITON:
             return y
         wd = dw_weight.reshape(C, kh * kw).contiguous()
         wp = pw_weight.reshape(Co, C).contiguous()
+        # stride, padding and dilation are run-time arguments (one compiled kernel serves them all)
         args = (x, wd, dw_bias if dw_bias is not None else wd, wp, pw_bias if pw_bias is not None else wp, y,
-                C, H, W, Co, OH, OW, *x.stride(), *y.stride())
-        meta = dict(SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1],
-                    KH=kh, KW=kw, ACT1=act1, ACT2=act2, HAS_BD=dw_bias is not None, HAS_BP=pw_bias is not None,
+                C, H, W, Co, OH, OW, *stride, *padding, *dilation, *x.stride(), *y.stride())
+        meta = dict(KH=kh, KW=kw, ACT1=act1, ACT2=act2, HAS_BD=dw_bias is not None, HAS_BP=pw_bias is not None,
                     PRECISION=dot_precision(x))
         if interpret or not AUTOTUNE:
             bp, bn, bc = (16, 16, 16) if interpret else (64, min(128, max(16, next_pow2(Co))), 32)
