@@ -162,33 +162,34 @@ static inline void dw_pixel(const DwsepArgs& a, const float* src, const float* w
   }
 }
 
-// DR output pixels ow .. ow + DR - 1 of row oh whose taps all lie inside the row (only rows
+// RB output pixels ow .. ow + RB - 1 of row oh whose taps all lie inside the row (only rows
 // may be cut off by padding), one channel vector c: the accumulators stay in registers and each
 // input vector is loaded once per tap.
-constexpr int DR = 8;
+constexpr int DR = 8;   // pixels per block (4, 2, 1 for the rest of a row's interior)
 constexpr int DKW = 7;  // widest kernel row whose inputs are loaded once (registers: DR + DKW - 1)
+template <int RB>
 static inline void dw_block(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t oh,
                             int64_t ow, int64_t c, float* dp) {
-  vf acc[DR];
+  vf acc[RB];
   const vf b = a.bd ? vload(a.bd + c) : vf{};
   SK_UNROLL
-  for (int r = 0; r < DR; ++r) acc[r] = b;
+  for (int r = 0; r < RB; ++r) acc[r] = b;
   const bool unit = a.sw == 1 && a.dw == 1 && a.kw <= DKW;  // neighbouring taps share inputs
   for (int64_t i = 0; i < a.kh; ++i) {
     const int64_t ih = oh * a.sh - a.ph + i * a.dh;
     if (ih < 0 || ih >= a.H) continue;
     const float* srow = src + (ih * a.W + ow * a.sw - a.pw) * a.C + c;
-    if (unit) {  // the DR + kw - 1 inputs of the row once each
-      vf in[DR + DKW - 1];
+    if (unit) {  // the RB + kw - 1 inputs of the row once each
+      vf in[RB + DKW - 1];
       SK_UNROLL
-      for (int q = 0; q < DR + DKW - 1; ++q)
-        if (q < DR + a.kw - 1) in[q] = vload(srow + q * a.C);
+      for (int q = 0; q < RB + DKW - 1; ++q)
+        if (q < RB + a.kw - 1) in[q] = vload(srow + q * a.C);
       SK_UNROLL
       for (int j = 0; j < DKW; ++j) {
         if (j >= a.kw) break;
         const vf w = vload(wdt + (i * a.kw + j) * Cs + c);
         SK_UNROLL
-        for (int r = 0; r < DR; ++r) acc[r] += in[r + j] * w;
+        for (int r = 0; r < RB; ++r) acc[r] += in[r + j] * w;
       }
       continue;
     }
@@ -196,11 +197,22 @@ static inline void dw_block(const DwsepArgs& a, const float* src, const float* w
       const vf w = vload(wdt + (i * a.kw + j) * Cs + c);
       const float* s = srow + j * a.dw * a.C;
       SK_UNROLL
-      for (int r = 0; r < DR; ++r) acc[r] += vload(s + r * a.sw * a.C) * w;
+      for (int r = 0; r < RB; ++r) acc[r] += vload(s + r * a.sw * a.C) * w;
     }
   }
   SK_UNROLL
-  for (int r = 0; r < DR; ++r) vstore(dp + r * a.C + c, dw_act(acc[r], a.act1));
+  for (int r = 0; r < RB; ++r) vstore(dp + r * a.C + c, dw_act(acc[r], a.act1));
+}
+
+// pixels ow .. ow + RB - 1 (interior) of row oh, every channel: vector blocks, then the
+// channels past the last whole vector pixel by pixel
+template <int RB>
+static inline void dw_blocks(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t oh,
+                             int64_t ow, float* dp) {
+  const int64_t C = a.C, Cv = C - C % SK_VW;
+  for (int64_t c = 0; c < Cv; c += SK_VW) dw_block<RB>(a, src, wdt, Cs, oh, ow, c, dp);
+  if (Cv < C)
+    for (int64_t r = 0; r < RB; ++r) dw_pixel(a, src, wdt, Cs, oh, ow + r, Cv, dp + r * C);
 }
 
 // dst[c * ds + r] = src[r * ss + c] for r < rows, c < cols (rows <= 8), in 8 x 8 register
@@ -214,8 +226,8 @@ static void dw_transpose(const float* src, int64_t ss, float* dst, int64_t ds, i
 }
 
 // Depthwise output of pixels [p0, p0 + P) of one image (src: [H][W][C]) into d [P][C], row
-// piece by row piece: DR-pixel blocks where no column tap falls in the padding, one pixel at a
-// time elsewhere.
+// piece by row piece: blocks of 8, 4, 2, 1 pixels where no column tap falls in the padding, one
+// pixel at a time (with column checks) elsewhere.
 static void dw_depthwise(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t p0, int64_t P,
                          float* d) {
   const int64_t C = a.C, Cv = C - C % SK_VW;
@@ -228,11 +240,11 @@ static void dw_depthwise(const DwsepArgs& a, const float* src, const float* wdt,
     float* drow = d + (p - p0) * C;
     int64_t ow = ow0;
     for (; ow < ow1 && ow < ow_lo; ++ow) dw_pixel(a, src, wdt, Cs, oh, ow, 0, drow + (ow - ow0) * C);
-    for (; ow + DR <= ow1 && ow + DR - 1 <= ow_hi; ow += DR) {
-      for (int64_t c = 0; c < Cv; c += SK_VW) dw_block(a, src, wdt, Cs, oh, ow, c, drow + (ow - ow0) * C);
-      if (Cv < C)
-        for (int64_t r = 0; r < DR; ++r) dw_pixel(a, src, wdt, Cs, oh, ow + r, Cv, drow + (ow + r - ow0) * C);
-    }
+    const int64_t end = imin(ow1, ow_hi + 1);  // interior pixels of this piece: [ow, end)
+    for (; ow + DR <= end; ow += DR) dw_blocks<DR>(a, src, wdt, Cs, oh, ow, drow + (ow - ow0) * C);
+    if (ow + 4 <= end) dw_blocks<4>(a, src, wdt, Cs, oh, ow, drow + (ow - ow0) * C), ow += 4;
+    if (ow + 2 <= end) dw_blocks<2>(a, src, wdt, Cs, oh, ow, drow + (ow - ow0) * C), ow += 2;
+    if (ow + 1 <= end) dw_blocks<1>(a, src, wdt, Cs, oh, ow, drow + (ow - ow0) * C), ow += 1;
     for (; ow < ow1; ++ow) dw_pixel(a, src, wdt, Cs, oh, ow, 0, drow + (ow - ow0) * C);
     p += ow1 - ow0;
   }
