@@ -14,7 +14,7 @@ import torch
 from .. import _ext
 from .._cache import DerivedCache
 from .._ext import as_numpy
-from .op import _is_channels_last, dwsep_conv2d_kernels, output_size
+from .op import dwsep_conv2d_kernels, is_channels_last, output_size
 
 # how many transposed pointwise weights are kept (0: transpose on every call)
 WEIGHT_CACHE_ENTRIES = 64
@@ -45,7 +45,7 @@ def dwsep_conv2d_cpu(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
     N, Cin, H, W = x.shape
     Co, (kh, kw) = pw_weight.shape[0], dw_weight.shape[2:]
     OH, OW = output_size(H, W, (kh, kw), stride, padding, dilation)
-    nhwc = _is_channels_last(x)
+    nhwc = is_channels_last(x)
     if nhwc:
         y = torch.empty(N, Co, OH, OW, dtype=x.dtype, memory_format=torch.channels_last)
         xm, ym = x.permute(0, 2, 3, 1), y.permute(0, 2, 3, 1)  # the memory, as contiguous [N, H, W, C]

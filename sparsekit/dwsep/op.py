@@ -73,10 +73,10 @@ def dwsep_conv2d(x: Tensor, dw_weight: Tensor, dw_bias: Optional[Tensor], pw_wei
 def _(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2):
     check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
     OH, OW = output_size(x.shape[2], x.shape[3], dw_weight.shape[2:], stride, padding, dilation)
-    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     return x.new_empty(x.shape[0], pw_weight.shape[0], OH, OW).contiguous(memory_format=fmt)
 
 
-def _is_channels_last(x: Tensor) -> bool:
+def is_channels_last(x: Tensor) -> bool:
     """Whether x's memory is channels_last (and not also plain contiguous, as with C = 1 or 1 x 1)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
