@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import _ext
+from .._conv import conv_output_size, is_channels_last
 from .._ext import as_numpy
 from .format import packed_words
 from .op import binary_conv2d_kernels, binary_linear_kernels, sign_linear_kernels, xnor_gemm_kernels
@@ -57,9 +58,8 @@ def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, ke
     N, Cin, H, W = x.shape
     nthreads = torch.get_num_threads()
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    OH, OW = conv_output_size(H, W, kernel_size, stride, padding, dilation)
+    nhwc = is_channels_last(x)
     xin = x.permute(0, 2, 3, 1) if nhwc else x.contiguous()
     C_out = weight_packed.shape[0]
     row_words = C.xnor_row_words(kh * kw * packed_words(Cin), N * OH * OW, C_out, True, nthreads)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .._conv import conv_output_size
+
 WORD_BITS = 64
 
 
@@ -90,8 +92,7 @@ def im2col_words(xw: torch.Tensor, C: int, kernel_size, stride, padding, dilatio
     zero-padding pixels (+1, see :func:`pad_word_row`)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     N, H, W, Wc = xw.shape
-    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    OH, OW = conv_output_size(H, W, kernel_size, stride, padding, dilation)
     padded = pad_word_row(C, xw.device).expand(N, H + 2 * ph, W + 2 * pw, Wc).clone()
     padded[:, ph : ph + H, pw : pw + W] = xw
     cols = [

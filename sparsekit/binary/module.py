@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .._conv import pair
 from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
 from .format import pack_conv_weight, pack_signs, packed_words, unpack_signs
@@ -148,10 +149,6 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
                 f"trainable={self.latent_weight is not None}")
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
     """XNOR-Net convolution (groups = 1) on bit-packed weights, a drop-in ``nn.Conv2d``.
 
@@ -174,8 +171,8 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
                  bias: bool = True, trainable: bool = False, device=None, dtype=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding, self.dilation = pair(padding), pair(dilation)
         kh, kw = self.kernel_size
         factory = dict(device=device, dtype=dtype)
         self.register_buffer("weight_packed", torch.zeros(self.out_channels, kh * kw * packed_words(self.in_channels),

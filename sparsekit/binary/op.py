@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_shape, check_tensor
+from .._conv import conv_output_size
 from ..backend import KernelTable
 from .format import packed_words
 from .reference import binary_conv2d_reference, binary_linear_reference, sign_linear_reference, xnor_gemm_reference
@@ -106,11 +107,6 @@ def _(x, weight_packed, weight_scale, bias, in_features):
 
 binary_conv2d_kernels = KernelTable("sparsekit::binary_conv2d")
 binary_conv2d_kernels.register("reference", ("any",))(binary_conv2d_reference)
-
-
-def conv_output_size(H: int, W: int, kernel_size, stride, padding, dilation) -> tuple[int, int]:
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    return (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
 
 def check_binary_conv2d_args(x, weight_packed, weight_scale, bias, in_channels, kernel_size, stride, padding,

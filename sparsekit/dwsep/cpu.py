@@ -13,8 +13,9 @@ import torch
 
 from .. import _ext
 from .._cache import DerivedCache
+from .._conv import conv_output_size, is_channels_last
 from .._ext import as_numpy
-from .op import dwsep_conv2d_kernels, is_channels_last, output_size
+from .op import dwsep_conv2d_kernels
 
 # how many transposed pointwise weights are kept (0: transpose on every call)
 WEIGHT_CACHE_ENTRIES = 64
@@ -44,7 +45,7 @@ def dwsep_conv2d_cpu(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
         raise TypeError(f"the cpu backend runs float32 only, got x {x.dtype}")
     N, Cin, H, W = x.shape
     Co, (kh, kw) = pw_weight.shape[0], dw_weight.shape[2:]
-    OH, OW = output_size(H, W, (kh, kw), stride, padding, dilation)
+    OH, OW = conv_output_size(H, W, (kh, kw), stride, padding, dilation)
     nhwc = is_channels_last(x)
     if nhwc:
         y = torch.empty(N, Co, OH, OW, dtype=x.dtype, memory_format=torch.channels_last)

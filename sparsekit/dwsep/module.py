@@ -9,13 +9,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .._conv import pair
 from ..backend import needs_dispatcher
 from .op import dwsep_conv2d_impl
 from .reference import ACTIVATIONS, activation_code, dwsep_conv2d_reference
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(int(e) for e in v)
 
 
 def activation_name(module: Optional[nn.Module]) -> str:
@@ -68,8 +65,8 @@ class DepthwiseSeparableConv2d(nn.Module):
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding, self.dilation = pair(padding), pair(dilation)
         self.act1, self.act2 = activation_code(act1), activation_code(act2)
         f = {"device": device, "dtype": dtype}
         self.dw_weight = nn.Parameter(torch.empty(in_channels, 1, *self.kernel_size, **f))

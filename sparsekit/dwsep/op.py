@@ -14,16 +14,12 @@ import torch
 from torch import Tensor
 
 from .._checks import FLOAT_DTYPES, check_shape, check_tensor
+from .._conv import conv_output_size, is_channels_last
 from ..backend import KernelTable
 from .reference import ACTIVATIONS, dwsep_conv2d_reference
 
 dwsep_conv2d_kernels = KernelTable("sparsekit::dwsep_conv2d")
 dwsep_conv2d_kernels.register("reference", ("any",))(dwsep_conv2d_reference)
-
-
-def output_size(H: int, W: int, kernel, stride, padding, dilation) -> tuple[int, int]:
-    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
-                 for s, k, st, p, d in zip((H, W), kernel, stride, padding, dilation))
 
 
 def check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2) -> None:
@@ -72,11 +68,6 @@ def dwsep_conv2d(x: Tensor, dw_weight: Tensor, dw_bias: Optional[Tensor], pw_wei
 @dwsep_conv2d.register_fake
 def _(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2):
     check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
-    OH, OW = output_size(x.shape[2], x.shape[3], dw_weight.shape[2:], stride, padding, dilation)
+    OH, OW = conv_output_size(x.shape[2], x.shape[3], dw_weight.shape[2:], stride, padding, dilation)
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     return x.new_empty(x.shape[0], pw_weight.shape[0], OH, OW).contiguous(memory_format=fmt)
-
-
-def is_channels_last(x: Tensor) -> bool:
-    """Whether x's memory is channels_last (and not also plain contiguous, as with C = 1 or 1 x 1)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

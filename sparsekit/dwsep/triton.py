@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from .._conv import conv_output_size, is_channels_last
 from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
 from ..backend import triton_available
-from .op import dwsep_conv2d_kernels, is_channels_last, output_size
+from .op import dwsep_conv2d_kernels
 
 if HAS_TRITON:
     import triton
@@ -87,7 +88,7 @@ if HAS_TRITON:
         interpret = interpreting(x)
         N, C, H, W = x.shape
         Co, (kh, kw) = pw_weight.shape[0], dw_weight.shape[2:]
-        OH, OW = output_size(H, W, (kh, kw), stride, padding, dilation)
+        OH, OW = conv_output_size(H, W, (kh, kw), stride, padding, dilation)
         fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         y = torch.empty(N, Co, OH, OW, dtype=x.dtype, device=x.device, memory_format=fmt)
         if y.numel() == 0:
