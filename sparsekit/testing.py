@@ -4,8 +4,9 @@ exist here, how to force one, and the awkward shapes every kernel is tested on."
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -104,3 +105,16 @@ def assert_compiles_and_exports(model: torch.nn.Module, x: torch.Tensor, op: str
     assert any(f"sparsekit.{op}" in str(n.target) for n in ep.graph.nodes)
     torch.testing.assert_close(ep.module()(x), expected)
     return expected
+
+
+def load_into_meta_module(state_dict: dict, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``state_dict`` through ``torch.save`` / ``torch.load(weights_only=True)``, loaded with
+    ``assign=True`` into the module ``build()`` makes on the meta device (as a checkpoint is
+    loaded into a model built without memory). Returns that module."""
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    buf.seek(0)
+    with torch.device("meta"):
+        fresh = build()
+    fresh.load_state_dict(torch.load(buf, weights_only=True), assign=True)
+    return fresh

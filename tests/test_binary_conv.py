@@ -1,4 +1,3 @@
-import io
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from sparsekit.testing import (
     devices,
     fit,
     kernel_variants,
+    load_into_meta_module,
     run_variant,
 )
 
@@ -150,12 +150,7 @@ def test_state_dict_compile_export_and_bytes():
     mod = BinaryConv2d.from_dense(conv)
     assert mod.weight_packed.numel() * 8 * 32 == conv.weight.numel() * 4  # 1 bit per weight
     sd = mod.state_dict()
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    with torch.device("meta"):
-        fresh = BinaryConv2d(64, 32, 3, padding=1)
-    fresh.load_state_dict(torch.load(buf, weights_only=True), assign=True)
+    fresh = load_into_meta_module(sd, lambda: BinaryConv2d(64, 32, 3, padding=1))
     x = torch.randn(1, 64, 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)

@@ -1,4 +1,3 @@
-import io
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from sparsekit.testing import (
     devices,
     fit,
     kernel_variants,
+    load_into_meta_module,
     run_variant,
 )
 
@@ -88,12 +88,7 @@ def test_state_dict_round_trip_meta_and_mismatch():
     mod = BinaryLinear.from_dense(nn.Linear(70, 9), input_scale=True)
     sd = mod.state_dict()
     assert set(sd) == {"weight_packed", "weight_scale", "format", "bias"}
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    with torch.device("meta"):
-        fresh = BinaryLinear(70, 9, input_scale=True)
-    fresh.load_state_dict(torch.load(buf, weights_only=True), assign=True)
+    fresh = load_into_meta_module(sd, lambda: BinaryLinear(70, 9, input_scale=True))
     x = torch.randn(3, 70)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)

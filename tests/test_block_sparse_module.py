@@ -9,6 +9,7 @@ import sparsekit
 from sparsekit.block_sparse import BlockSparseConfig, BSRWeight
 from sparsekit.nn import BlockSparseLinear
 from sparsekit.pruning import expand_block_mask
+from sparsekit.testing import load_into_meta_module
 
 
 def _linear(K=70, N=50, bias=True):
@@ -49,13 +50,8 @@ def test_state_dict_round_trip_into_meta_module():
     sd = mod.state_dict()
     assert set(sd) == {"values", "col_indices", "row_offsets", "format", "bias"}
     assert all(isinstance(t, torch.Tensor) for t in sd.values())
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    loaded = torch.load(buf, weights_only=True)
-    with torch.device("meta"):
-        fresh = BlockSparseLinear(70, 50, bias=True, block_size=16, nnz_blocks=mod.nnz_blocks)
-    fresh.load_state_dict(loaded, assign=True)
+    fresh = load_into_meta_module(
+        sd, lambda: BlockSparseLinear(70, 50, bias=True, block_size=16, nnz_blocks=mod.nnz_blocks))
     x = torch.randn(5, 70)
     torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)
     other = BlockSparseLinear(70, 50, block_size=16, nnz_blocks=mod.nnz_blocks)

@@ -1,4 +1,3 @@
-import io
 
 import pytest
 import torch
@@ -30,6 +29,7 @@ from sparsekit.testing import (
     devices,
     fit,
     kernel_variants,
+    load_into_meta_module,
     run_variant,
 )
 
@@ -153,12 +153,7 @@ def test_module_state_dict_meta_compile_export_and_bytes():
     assert mod.nbytes == 40 * 5 * 4 + 3 * 4 * 4 + 40 * 4
     sd = mod.state_dict()
     assert set(sd) == {"codebook", "indices", "format", "bias"}
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    with torch.device("meta"):
-        fresh = CodebookLinear(70, 40, bits=2, group_size=16)
-    fresh.load_state_dict(torch.load(buf, weights_only=True), assign=True)
+    fresh = load_into_meta_module(sd, lambda: CodebookLinear(70, 40, bits=2, group_size=16))
     x = torch.randn(3, 70)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), mod(x), rtol=0, atol=0)

@@ -15,7 +15,14 @@ from sparsekit.dwsep import (
     dwsep_conv2d_reference,
     fold_batchnorm,
 )
-from sparsekit.testing import assert_compiles_and_exports, devices, kernel_variants, run_variant
+from sparsekit._conv import pair
+from sparsekit.testing import (
+    assert_compiles_and_exports,
+    devices,
+    kernel_variants,
+    load_into_meta_module,
+    run_variant,
+)
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(dwsep_conv2d_kernels, d) if v != "reference"]
 
@@ -37,12 +44,8 @@ SHAPES = [
 ]
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else v
-
-
 def _args(N, C, Co, H, W, k, s, p, d, device="cpu", bias=True):
-    k, s, p, d = _pair(k), _pair(s), _pair(p), _pair(d)
+    k, s, p, d = pair(k), pair(s), pair(p), pair(d)
     x = torch.randn(N, C, H, W, device=device)
     dw = torch.randn(C, 1, *k, device=device)
     pw = torch.randn(Co, C, 1, 1, device=device) / C**0.5
@@ -191,9 +194,8 @@ def test_training_goes_through_pytorch_and_gradients_flow():
 
 def test_state_dict_round_trip_into_a_meta_built_module():
     mod = DepthwiseSeparableConv2d(12, 20, 3, stride=2, padding=1, act1="relu6", act2="relu")
-    with torch.device("meta"):
-        fresh = DepthwiseSeparableConv2d(12, 20, 3, stride=2, padding=1, act1="relu6", act2="relu")
-    fresh.load_state_dict(mod.state_dict(), assign=True)
+    fresh = load_into_meta_module(
+        mod.state_dict(), lambda: DepthwiseSeparableConv2d(12, 20, 3, stride=2, padding=1, act1="relu6", act2="relu"))
     x = torch.randn(1, 12, 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), mod(x))

@@ -8,6 +8,7 @@ from torch import nn
 
 import sparsekit
 from sparsekit.lowrank import LowRankLinear, choose_rank
+from sparsekit.testing import load_into_meta_module
 
 
 def _low_rank_linear(inp=40, out=30, true_rank=5, noise=1e-3):
@@ -64,9 +65,7 @@ def test_convert_replaces_only_where_weights_are_saved():
 
 def test_state_dict_meta_and_compile():
     mod = LowRankLinear.from_dense(_low_rank_linear(), rank=6)
-    with torch.device("meta"):
-        fresh = LowRankLinear(40, 30, rank=6)
-    fresh.load_state_dict(mod.state_dict(), assign=True)
+    fresh = load_into_meta_module(mod.state_dict(), lambda: LowRankLinear(40, 30, rank=6))
     x = torch.randn(3, 40)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), mod(x))
