@@ -253,7 +253,6 @@ static void dw_depthwise(const DwsepArgs& a, const float* src, const float* wdt,
 void dwsep_conv2d(const DwsepArgs& a) {
   const int64_t OHW = a.OH * a.OW, HW = a.H * a.W, C = a.C, Co = a.Co, taps = a.kh * a.kw;
   if (a.N == 0 || OHW == 0 || Co == 0) return;
-  constexpr int64_t NC = DW_NV * SK_VW;
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t Cs = (C + SK_VW - 1) / SK_VW * SK_VW, Cop = (Co + DW_PANEL - 1) / DW_PANEL * DW_PANEL;
   // pixels per tile: the tile's depthwise output at most about 64 KB (L2); the tiles of all
