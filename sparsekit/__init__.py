@@ -5,10 +5,11 @@ fails because the native CPU extension is missing; the load error is raised when
 native kernel is first needed.
 """
 
-from . import _ext, backend, binary, block_sparse, codebook, dwsep, nn, pruning  # noqa: F401  (_ext: the native loader)
+from . import _ext, backend, binary, block_sparse, channel_pruning, codebook, dwsep, nn, pruning  # noqa: F401  (_ext: the native loader)
 from .backend import get_backend, set_backend, use_backend
 from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
+from .channel_pruning import iterative_prune_channels, prune_channels
 from .codebook import CodebookConfig
 from .config import Config, register_handler
 from .dwsep import DepthwiseSeparableConfig, fuse_depthwise_separable
@@ -31,13 +32,16 @@ __all__ = [
     "backend",
     "binary",
     "block_sparse",
+    "channel_pruning",
     "codebook",
     "convert",
     "dwsep",
     "fuse_depthwise_separable",
     "get_backend",
+    "iterative_prune_channels",
     "load_compressed",
     "nn",
+    "prune_channels",
     "pruning",
     "register_handler",
     "save_compressed",
