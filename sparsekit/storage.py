@@ -4,7 +4,9 @@ Every tensor of a model's ``state_dict`` is written in its packed format; the in
 compressed layers are Huffman-coded (canonical codes, native coder):
 
 - ``CodebookLinear.indices``: the k-means indices as symbols (their frequencies are uneven, so
-  a 2-bit index takes fewer than 2 bits; 3-bit indices also lose their 4-bit memory fields);
+  a 2-bit index takes fewer than 2 bits; 3-bit indices also lose their 4-bit memory fields), or
+  runs of ``8 // bits`` indices of a row as one symbol where that codes shorter (a pruned
+  layer's zero centroid then costs well under one bit per weight);
 - ``BlockSparseLinear.row_offsets`` as blocks per block row, ``col_indices`` as the gap to the
   previous block of the row (the first block: its column), both small numbers.
 
@@ -102,6 +104,37 @@ def _huffman(symbols: np.ndarray, alphabet: int) -> Optional[tuple[list[int], by
     return lengths.tolist(), _ext.native().huffman_encode(symbols, lengths)
 
 
+def _huffman_indices(idx: torch.Tensor, bits: int) -> tuple[Optional[tuple[list[int], bytes]], int]:
+    """Huffman code of codebook indices ``[N, K]``, one symbol per index or per run of ``g =
+    8 // bits`` indices along a row (alphabet 256: one code covers several weights, so a
+    skewed distribution, such as the zero centroid of a pruned layer, goes below one bit per
+    weight). Returns the shorter coding (its code lengths count: the header stores them) and g."""
+    best, best_g = None, 1
+    for g in sorted({1, max(1, 8 // bits)}):
+        coded = _huffman(_group_symbols(idx, bits, g).reshape(-1).numpy(), 2 ** (bits * g))
+        if coded is not None and (best is None or len(coded[1]) + 2 * len(coded[0]) < len(best[1]) + 2 * len(best[0])):
+            best, best_g = coded, g
+    return best, best_g
+
+
+def _group_symbols(idx: torch.Tensor, bits: int, g: int) -> torch.Tensor:
+    """``[N, K]`` indices -> ``[N, ceil(K / g)]`` symbols: index j of a run in bits j*bits.. (rows padded with 0)."""
+    N, K = idx.shape
+    if g == 1:
+        return idx
+    padded = torch.zeros(N, -(-K // g) * g, dtype=torch.int64)
+    padded[:, :K] = idx
+    shifts = torch.arange(g, dtype=torch.int64) * bits
+    return (padded.view(N, -1, g) << shifts).sum(dim=2)
+
+
+def _ungroup_symbols(symbols: torch.Tensor, bits: int, g: int, K: int) -> torch.Tensor:
+    if g == 1:
+        return symbols[:, :K]
+    shifts = torch.arange(g, dtype=torch.int64) * bits
+    return ((symbols.unsqueeze(2) >> shifts) & ((1 << bits) - 1)).reshape(symbols.shape[0], -1)[:, :K]
+
+
 def _unhuffman(data: bytes, lengths: list[int], n: int, where: str) -> np.ndarray:
     out = np.empty(n, dtype=np.int32)
     try:
@@ -188,8 +221,8 @@ def save_compressed(model: nn.Module, path: str | os.PathLike) -> CompressedRepo
         if codec == "huffman_codebook_indices":
             from .codebook.format import unpack_indices
 
-            symbols = unpack_indices(t.cpu(), params["bits"], params["K"]).reshape(-1).numpy()
-            coded = _huffman(symbols, 2 ** params["bits"])
+            coded, group = _huffman_indices(unpack_indices(t.cpu(), params["bits"], params["K"]), params["bits"])
+            params = dict(params, group=group)
         elif codec == "huffman_bsr_rows":
             coded = _huffman(np.diff(t.cpu().numpy().astype(np.int64)), params["Kb"] + 1)
         elif codec == "huffman_bsr_columns":
@@ -287,9 +320,12 @@ def _decode(e: dict, blob: bytes, state: dict, where: str) -> torch.Tensor:
     if codec == "huffman_codebook_indices":
         from .codebook.format import pack_indices
 
-        bits, K, N = int(e["bits"]), int(e["K"]), int(e["N"])
-        symbols = _unhuffman(blob, e["lengths"], N * K, where)
-        return pack_indices(torch.from_numpy(symbols.astype(np.int64)).reshape(N, K), bits).reshape(shape)
+        bits, K, N, g = int(e["bits"]), int(e["K"]), int(e["N"]), int(e.get("group", 1))
+        if g < 1 or bits * g > 8 and g != 1 or len(e["lengths"]) != 2 ** (bits * g):
+            raise ValueError(f"{where}: bad index grouping (bits={bits}, group={g}, {len(e['lengths'])} code lengths)")
+        symbols = _unhuffman(blob, e["lengths"], N * (-(-K // g)), where)
+        idx = _ungroup_symbols(torch.from_numpy(symbols.astype(np.int64)).reshape(N, -1), bits, g, K)
+        return pack_indices(idx, bits).reshape(shape)
     if codec == "huffman_bsr_rows":
         counts = _unhuffman(blob, e["lengths"], numel - 1, where).astype(np.int64)
         return torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))

@@ -185,6 +185,38 @@ def test_fine_tuning_moves_centroids_not_indices():
     assert losses[-1] < losses[0] and torch.equal(mod.indices, indices)
 
 
+@pytest.mark.parametrize("group_size", [None, 3])
+def test_keep_zeros_pins_a_zero_centroid_through_fine_tuning(group_size):
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 9)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand(9, 40) > 0.8)  # a pruned layer: 80% exact zeros
+        lin.weight[4] = 0  # a whole row pruned
+    zeros = lin.weight == 0
+    mod = CodebookLinear.from_dense(lin, bits=2, group_size=group_size, keep_zeros=True)
+    idx = unpack_indices(mod.indices, 2, 40)
+    assert torch.equal(idx == 0, zeros) and bool((mod.codebook[:, 0] == 0).all())
+    assert torch.equal(mod.dense_weight() == 0, zeros) and "keep_zeros=True" in repr(mod)
+    plain = CodebookLinear.from_dense(lin, bits=2, group_size=group_size)
+    nz = ~zeros
+    err = (mod.dense_weight() - lin.weight).abs()[nz].mean()
+    assert err < 0.4 * lin.weight.abs()[nz].mean()  # three centroids share the survivors (measured 0.33)
+    x, target = torch.randn(64, 40), torch.randn(64, 9)
+    opt = torch.optim.SGD(mod.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(mod(x), target).backward()
+        opt.step()
+    assert bool((mod.codebook[:, 0] == 0).all()) and bool((mod.codebook[:, 1:] != plain.codebook[:, 1:]).any())
+    assert torch.equal(mod.dense_weight() == 0, zeros)  # pruned weights stay pruned
+    with pytest.raises(ValueError, match="keep_zeros needs bits >= 2"):
+        CodebookLinear.from_dense(lin, bits=1, keep_zeros=True)
+    model = nn.Sequential(nn.Linear(40, 9))
+    model[0].load_state_dict(lin.state_dict())
+    sparsekit.convert(model, CodebookConfig(bits=2, keep_zeros=True))
+    assert model[0].keep_zeros and torch.equal(model[0].dense_weight() == 0, zeros)
+
+
 def test_convert_and_bad_input():
     model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4))
     report = sparsekit.convert(model, CodebookConfig(bits=2, group_size=8))

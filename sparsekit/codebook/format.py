@@ -116,10 +116,12 @@ def _nearest(v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def cluster_weight(weight: torch.Tensor, bits: int, group_size: Optional[int] = None,
-                   iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+                   iters: int = 30, keep_zeros: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """k-means of a weight ``[N, K]`` into ``2**bits`` centroids per group of rows.
 
-    Returns ``(codebook [G, 2**bits] float32, idx [N, K] int64)``."""
+    ``keep_zeros``: the weight's exact zeros (a pruned layer) get centroid 0 of every group, fixed
+    at 0.0, and the other values share the remaining ``2**bits - 1`` centroids (Deep Compression:
+    pruned weights stay pruned). Returns ``(codebook [G, 2**bits] float32, idx [N, K] int64)``."""
     check_bits(bits)
     check_tensor("weight", weight, dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64), dim=2)
     N, K = weight.shape
@@ -128,6 +130,19 @@ def cluster_weight(weight: torch.Tensor, bits: int, group_size: Optional[int] = 
     w = weight.detach().float()
     pad = G * gs - N
     rows = torch.cat([w, w[-1:].expand(pad, K)]) if pad else w  # the last group repeats its last row
+    if keep_zeros:
+        if bits < 2:
+            raise ValueError("keep_zeros needs bits >= 2 (one centroid is the zero)")
+        groups = rows.reshape(G, gs * K)
+        codebook = torch.zeros(G, 2**bits, dtype=torch.float32, device=w.device)
+        assign = torch.zeros(G, gs * K, dtype=torch.int64, device=w.device)
+        for g in range(G):
+            nz = groups[g] != 0
+            if bool(nz.any()):
+                c, a = kmeans_1d(groups[g][nz].unsqueeze(0), 2**bits - 1, iters)
+                codebook[g, 1:] = c[0].float()
+                assign[g, nz] = a[0] + 1
+        return codebook, assign.reshape(G * gs, K)[:N]
     codebook, assign = kmeans_1d(rows.reshape(G, gs * K), 2**bits, iters)
     return codebook.float(), assign.reshape(G * gs, K)[:N]
 

@@ -46,8 +46,10 @@ class CodebookLinear(VersionedFormat, nn.Module):
     COMPUTE = ("exact", "int8")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 2,
-                 group_size: Optional[int] = None, compute: str = "exact", device=None, dtype=None):
+                 group_size: Optional[int] = None, compute: str = "exact", keep_zeros: bool = False,
+                 device=None, dtype=None):
         super().__init__()
+        self.keep_zeros = bool(keep_zeros)
         if compute not in self.COMPUTE:
             raise ValueError(f"compute must be one of {self.COMPUTE}, got {compute!r}")
         self.compute = compute
@@ -67,15 +69,17 @@ class CodebookLinear(VersionedFormat, nn.Module):
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, bits: int = 2, group_size: Optional[int] = None, iters: int = 100,
-                   compute: str = "exact") -> "CodebookLinear":
+                   compute: str = "exact", keep_zeros: bool = False) -> "CodebookLinear":
         """k-means of ``linear.weight`` into ``2**bits`` centroids per group of ``group_size``
-        output rows (one codebook for the whole weight when None)."""
+        output rows (one codebook for the whole weight when None). ``keep_zeros`` (a pruned
+        weight): its zeros get centroid 0, held at exactly 0.0 through fine-tuning (its
+        gradient is masked), the other weights share the other centroids."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach()
         mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, bits=bits,
-                  group_size=group_size, compute=compute, device=w.device, dtype=w.dtype)
-        codebook, idx = cluster_weight(w, bits, mod.group_size, iters)
+                  group_size=group_size, compute=compute, keep_zeros=keep_zeros, device=w.device, dtype=w.dtype)
+        codebook, idx = cluster_weight(w, bits, mod.group_size, iters, keep_zeros=keep_zeros)
         with torch.no_grad():
             mod.codebook.copy_(codebook)
             mod.indices.copy_(pack_indices(idx, bits))
@@ -83,8 +87,15 @@ class CodebookLinear(VersionedFormat, nn.Module):
                 mod.bias.copy_(linear.bias)
         return mod
 
+    def _codebook(self) -> torch.Tensor:
+        if self.keep_zeros and self.codebook.requires_grad and torch.is_grad_enabled():
+            # centroid 0 of every group stays 0.0: the product masks its gradient
+            mask = torch.ones(2**self.bits, dtype=self.codebook.dtype, device=self.codebook.device)
+            return self.codebook * mask.index_fill(0, torch.zeros(1, dtype=torch.long, device=mask.device), 0.0)
+        return self.codebook
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        args = (x, self.indices, self.codebook, self.bias, self.in_features, self.bits, self.group_size)
+        args = (x, self.indices, self._codebook(), self.bias, self.in_features, self.bits, self.group_size)
         if self.compute == "int8":  # inference only: no gradients flow through the quantized path
             if torch.is_grad_enabled() and x.requires_grad:
                 raise RuntimeError("compute='int8' is an inference option (no gradients); use compute='exact'")
@@ -93,7 +104,7 @@ class CodebookLinear(VersionedFormat, nn.Module):
             if needs_dispatcher(x):
                 return torch.ops.sparsekit.codebook_linear_q8(*args)
             return codebook_linear_q8_impl(*args)
-        if needs_dispatcher(x, self.codebook, self.bias):
+        if needs_dispatcher(x, args[2], self.bias):
             return torch.ops.sparsekit.codebook_linear(*args)
         return codebook_linear_impl(*args)
 
@@ -115,4 +126,5 @@ class CodebookLinear(VersionedFormat, nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}, bias={self.bias is not None}, compute={self.compute!r}")
+                f"group_size={self.group_size}, bias={self.bias is not None}, compute={self.compute!r}"
+                + (", keep_zeros=True" if self.keep_zeros else ""))
