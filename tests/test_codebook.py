@@ -22,6 +22,7 @@ from sparsekit.codebook import (
     unpack_indices,
 )
 from sparsekit.codebook import cpu as codebook_cpu
+from sparsekit.codebook.op import codebook_linear_q8_impl
 from sparsekit.nn import CodebookLinear
 from sparsekit.testing import (
     AWKWARD_LINEAR_SHAPES,
@@ -294,6 +295,41 @@ def test_int8_option_in_the_module():
         CodebookLinear(4, 4, compute="int4")
     torch.library.opcheck(torch.ops.sparsekit.codebook_linear_q8.default,
                           (torch.randn(3, 100), mod.indices, mod.codebook.detach(), None, 100, 2, 16))
+
+
+@pytest.mark.skipif(not _ext.available(), reason="the eager int8 path calls the native kernel")
+def test_int8_module_eager_path_follows_its_tensors():
+    """The module's direct native call (eager CPU float32) gives what the op gives, and notices
+    a tensor written in place, replaced, or a copied module."""
+    import copy
+
+    mod = CodebookLinear.from_dense(nn.Linear(70, 33), bits=2, group_size=8, compute="int8").eval()
+    x = torch.randn(1, 70)
+
+    def via_op(m, inp):
+        return codebook_linear_q8_impl(inp, m.indices, m.codebook.detach(), m.bias.detach(), 70, 2, 8)
+
+    with torch.no_grad():
+        assert torch.equal(mod(x), via_op(mod, x))
+        assert mod._native_q8._key is not None  # the eager path ran
+        mod.codebook.mul_(2)  # in place: a new version
+        assert torch.equal(mod(x), via_op(mod, x))
+        mod.bias = nn.Parameter(torch.randn(33))  # replaced
+        assert torch.equal(mod(x), via_op(mod, x))
+        twin = copy.deepcopy(mod)
+        twin.codebook.add_(1)
+        assert torch.equal(twin(x), via_op(twin, x)) and not torch.equal(twin(x), mod(x))
+        assert torch.equal(mod(x), via_op(mod, x))
+        xt = torch.randn(70, 5).T  # non-contiguous and 3-D inputs take the op's path
+        assert torch.equal(mod(xt), via_op(mod, xt.contiguous()))
+        assert torch.equal(mod(xt.reshape(1, 5, 70)), via_op(mod, xt.contiguous()).reshape(1, 5, 33))
+        with sparsekit.use_backend("reference"):  # a forced backend is obeyed
+            ref = mod(x)
+        torch.testing.assert_close(ref, via_op(mod, x), rtol=1e-5, atol=1e-4)
+        with pytest.raises(ValueError, match=r"x must have shape \[\.\.\., 70\]"):
+            mod(torch.randn(1, 69))
+        with pytest.raises(TypeError, match="x must have dtype"):
+            mod(torch.ones(1, 70, dtype=torch.int32))
 
 
 @pytest.mark.parametrize("device, variant", Q8_VARIANTS)

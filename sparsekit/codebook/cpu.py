@@ -12,7 +12,8 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from .op import codebook_linear_kernels, codebook_linear_q8_kernels
+from ..backend import get_backend
+from .op import check_codebook_linear_args, codebook_linear_kernels, codebook_linear_q8_kernels
 
 
 PANEL_ROWS = 512
@@ -72,3 +73,36 @@ def codebook_linear_q8_cpu(x, indices, codebook, bias, in_features: int, bits: i
     C.codebook_linear_q8(as_numpy(x2), as_numpy(indices), as_numpy(codebook), None if bias is None else as_numpy(bias),
                          out.numpy(), bits, group_size, torch.get_num_threads())
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], N)
+
+
+class NativeQ8:
+    """The int8 option's eager path for a module: a float32 CPU call goes straight to the native
+    kernel. A module call through the op's checks and backend choice costs about 15 us of
+    Python, more than the kernel itself on a batch-1 layer (measured: 26 us vs 11 us for a
+    1568 -> 512 2-bit layer). The layer's own tensors are checked once and kept as NumPy
+    views until one of them is replaced or written in place (its data pointer or version
+    changes); only the input is checked on every call."""
+
+    def __init__(self):
+        self._key = None
+        self._views = None
+
+    @staticmethod
+    def applies(x: torch.Tensor, in_features: int) -> bool:
+        return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
+                and x.shape[1] == in_features and x.is_contiguous() and get_backend() in ("auto", "cpu")
+                and _ext.available())
+
+    def __call__(self, x, indices, codebook, bias, in_features: int, bits: int, group_size: int) -> torch.Tensor:
+        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in (indices, codebook, bias))
+        if key != self._key:
+            check_codebook_linear_args(x, indices, codebook, bias, in_features, bits, group_size)
+            self._views = (as_numpy(indices), as_numpy(codebook), None if bias is None else as_numpy(bias))
+            self._key = key
+        out = torch.empty(x.shape[0], indices.shape[0], dtype=torch.float32)
+        _ext.native().codebook_linear_q8(x.numpy(), *self._views, out.numpy(), bits, group_size,
+                                         torch.get_num_threads())
+        return out
+
+    def __deepcopy__(self, memo):  # views of another module's tensors are never shared
+        return NativeQ8()

@@ -19,6 +19,7 @@ from .format import (
     pack_indices,
     resolve_group_size,
 )
+from .cpu import NativeQ8
 from .op import codebook_linear_impl, codebook_linear_q8_impl
 
 FORMAT_VERSION = 1
@@ -50,6 +51,7 @@ class CodebookLinear(VersionedFormat, nn.Module):
                  device=None, dtype=None):
         super().__init__()
         self.keep_zeros = bool(keep_zeros)
+        self._native_q8 = NativeQ8()
         if compute not in self.COMPUTE:
             raise ValueError(f"compute must be one of {self.COMPUTE}, got {compute!r}")
         self.compute = compute
@@ -95,15 +97,18 @@ class CodebookLinear(VersionedFormat, nn.Module):
         return self.codebook
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        args = (x, self.indices, self._codebook(), self.bias, self.in_features, self.bits, self.group_size)
         if self.compute == "int8":  # inference only: no gradients flow through the quantized path
-            if torch.is_grad_enabled() and x.requires_grad:
+            if x.requires_grad and torch.is_grad_enabled():
                 raise RuntimeError("compute='int8' is an inference option (no gradients); use compute='exact'")
+            if NativeQ8.applies(x, self.in_features) and not torch.compiler.is_compiling():
+                return self._native_q8(x, self.indices, self.codebook, self.bias, self.in_features, self.bits,
+                                       self.group_size)
             args = (x, self.indices, self.codebook.detach(), None if self.bias is None else self.bias.detach(),
                     self.in_features, self.bits, self.group_size)
             if needs_dispatcher(x):
                 return torch.ops.sparsekit.codebook_linear_q8(*args)
             return codebook_linear_q8_impl(*args)
+        args = (x, self.indices, self._codebook(), self.bias, self.in_features, self.bits, self.group_size)
         if needs_dispatcher(x, args[2], self.bias):
             return torch.ops.sparsekit.codebook_linear(*args)
         return codebook_linear_impl(*args)
