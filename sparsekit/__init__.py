@@ -5,7 +5,8 @@ fails because the native CPU extension is missing; the load error is raised when
 native kernel is first needed.
 """
 
-from . import _ext, backend, binary, block_sparse, channel_pruning, codebook, dwsep, nn, pruning  # noqa: F401  (_ext: the native loader)
+from . import (  # noqa: F401  (_ext: the native loader)
+    _ext, backend, binary, block_sparse, channel_pruning, codebook, datasets, distill, dwsep, dynamic, nn, pruning)
 from .backend import get_backend, set_backend, use_backend
 from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
@@ -35,7 +36,10 @@ __all__ = [
     "channel_pruning",
     "codebook",
     "convert",
+    "datasets",
+    "distill",
     "dwsep",
+    "dynamic",
     "fuse_depthwise_separable",
     "get_backend",
     "iterative_prune_channels",

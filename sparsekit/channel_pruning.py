@@ -462,7 +462,7 @@ def prune_channels(
 
 def iterative_prune_channels(
     model: nn.Module,
-    amount: float,
+    amount: Amount,
     finetune: Callable[[nn.Module, int, float], None],
     steps: int = 3,
     schedule: str = "cubic",
@@ -472,22 +472,34 @@ def iterative_prune_channels(
     exclude: Sequence[str] = (),
     progress: Optional[Callable[[str], None]] = None,
 ) -> list[ChannelPruneReport]:
-    """Removes ``amount`` of every prunable producer's channels over ``steps`` steps on
-    :func:`~sparsekit.pruning.sparsity_schedule` (of the channels the model had at the start),
-    calling ``finetune(model, step, fraction_removed)`` after each. Build the optimizer inside
-    ``finetune``: the parameters are new modules after every step. Returns each step's report."""
+    """Removes ``amount`` of every prunable producer's channels (or ``{producer: fraction}``,
+    others untouched) over ``steps`` steps on :func:`~sparsekit.pruning.sparsity_schedule` (of
+    the channels the model had at the start), calling ``finetune(model, step, fraction)`` after
+    each (``fraction``: the schedule's point, 0 to 1 of the way to ``amount``, for a dict).
+    Build the optimizer inside ``finetune``: the parameters are new modules after every step.
+    Returns each step's report."""
     from .pruning import sparsity_schedule
 
     chains, _ = find_prunable_chains(model)
-    original = {c.producer: c.channels for c in chains if c.producer not in set(exclude)}
+    names = {c.producer for c in chains}
+    amounts = amount if isinstance(amount, dict) else {n: amount for n in names}
+    for name, a in amounts.items():
+        if name not in names:
+            raise ValueError(f"amount names {name!r}, which heads no prunable chain (prunable: {sorted(names)})")
+        if not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
+            raise ValueError(f"amount must be a fraction in [0, 1), got {a!r} for {name!r}")
+    original = {c.producer: c.channels for c in chains if c.producer in amounts and c.producer not in set(exclude)}
     reports = []
-    for step, s in enumerate(sparsity_schedule(amount, steps, kind=schedule)):
-        targets = {name: _keep_count(C, s, multiple_of) for name, C in original.items()}
+    top = max(amounts.values(), default=0.0)
+    for step, frac in enumerate(sparsity_schedule(1.0, steps, kind=schedule)):
+        s = frac if isinstance(amount, dict) else frac * top
+        targets = {name: _keep_count(C, frac * amounts[name], multiple_of) for name, C in original.items()}
         report = prune_channels(model, 0.0, importance, calibration, multiple_of=multiple_of, keep=targets)
         reports.append(report)
         if progress is not None:
-            progress(f"step {step + 1}/{steps}: {s:.0%} of channels removed, parameters "
-                     f"{report.params_before:,} -> {report.params_after:,}")
+            what = f"{s:.0%} of channels removed" if not isinstance(amount, dict) else f"{s:.0%} of the way"
+            progress(f"step {step + 1}/{steps}: {what}, parameters {report.params_before:,} -> "
+                     f"{report.params_after:,}")
         finetune(model, step, s)
     return reports
 

@@ -258,3 +258,15 @@ def test_iterative_schedule_on_digits():
     assert count_parameters(model) < dense_params / 5
     assert dense_acc > 0.9 and acc(model) > dense_acc - 0.04
     assert len(log) == 3 and "step 3/3" in log[-1]
+
+
+def test_iterative_with_per_layer_amounts():
+    model = _cnn(C1=16, C2=16)
+    seen = []
+    iterative_prune_channels(model, {"0": 0.75, "4": 0.5}, lambda m, step, frac: seen.append(
+        (frac, m[0].out_channels, m[4].out_channels)), steps=2, schedule="linear")
+    assert seen == [(0.5, 10, 12), (1.0, 4, 8)] and model[9].in_features == 8 * 25
+    with pytest.raises(ValueError, match="amount names 'x'"):
+        iterative_prune_channels(model, {"x": 0.5}, lambda *a: None)
+    with pytest.raises(ValueError, match="amount must be a fraction"):
+        iterative_prune_channels(model, {"0": 1.5}, lambda *a: None)
