@@ -186,32 +186,54 @@ class EarlyExitNetwork(nn.Module):
 
     def _early_exit(self, x: torch.Tensor) -> torch.Tensor:
         n, last = x.shape[0], self.num_exits - 1
+        if n == 1 or (self.threshold > 1 and n > 0):
+            return self._whole_batch_exit(x)
         exit_idx = torch.full((n,), last, dtype=torch.long, device=x.device)
-        if self.threshold > 1:  # the max softmax probability never exceeds 1: only the final head matters
-            for stage in self.stages:
-                x = stage(x)
-            out = self.heads[last](x)
-        else:
-            rows = torch.arange(n, device=x.device)  # original positions of the samples still running
-            out = None
-            for i, (stage, head) in enumerate(zip(self.stages, self.heads)):
-                x = stage(x)
-                logits = head(x)
-                if out is None:
-                    out = logits.new_empty((n,) + tuple(logits.shape[1:]))
-                if i == last:
-                    out[rows] = logits.to(out.dtype)
-                    break
-                leave = _confidence(logits) >= self.threshold
-                out[rows[leave]] = logits[leave].to(out.dtype)
-                exit_idx[rows[leave]] = i
-                stay = ~leave
-                rows, x = rows[stay], x[stay]
-                if rows.numel() == 0:  # every sample has left: later stages do not run at all
-                    break
+        counts = [0] * self.num_exits
+        rows = torch.arange(n, device=x.device)  # original positions of the samples still running
+        out = None
+        for i, (stage, head) in enumerate(zip(self.stages, self.heads)):
+            x = stage(x)
+            logits = head(x)
+            if out is None:
+                out = logits.new_empty((n,) + tuple(logits.shape[1:]))
+            if i == last:
+                out[rows] = logits.to(out.dtype)
+                counts[i] = rows.numel()
+                break
+            leave = _confidence(logits) >= self.threshold
+            gone = rows[leave]
+            out[gone] = logits[leave].to(out.dtype)
+            exit_idx[gone] = i
+            counts[i] = gone.numel()
+            stay = ~leave
+            rows, x = rows[stay], x[stay]
+            if rows.numel() == 0:  # every sample has left: later stages do not run at all
+                break
         with torch.no_grad():
-            self.exit_counts += torch.bincount(exit_idx, minlength=self.num_exits).to(self.exit_counts.device)
+            self.exit_counts += torch.tensor(counts, dtype=self.exit_counts.dtype).to(self.exit_counts.device)
         self.last_exit_indices = exit_idx
+        return out
+
+    def _whole_batch_exit(self, x: torch.Tensor) -> torch.Tensor:
+        """One sample, or every sample to the final head (``threshold > 1``: the max softmax
+        probability never exceeds 1, so the earlier heads need not run): the batch leaves
+        together, decided without indexing (a batch-1 call costs what the stages cost)."""
+        n, last = x.shape[0], self.num_exits - 1
+        for i, (stage, head) in enumerate(zip(self.stages, self.heads)):
+            x = stage(x)
+            if i == last:
+                out = head(x)
+                break
+            if self.threshold > 1:
+                continue
+            logits = head(x)
+            if bool(_confidence(logits)[0] >= self.threshold):
+                out = logits
+                break
+        with torch.no_grad():
+            self.exit_counts[i] += n
+        self.last_exit_indices = torch.full((n,), i, dtype=torch.long, device=out.device)
         return out
 
     def reset_stats(self) -> None:

@@ -128,6 +128,28 @@ def test_mixed_exits_match_each_samples_own_path_and_order():
     assert net.exit_counts.tolist() == [0, 0, 0] and math.isnan(net.average_depth())
 
 
+def test_batch_one_decides_like_the_batched_path():
+    """One sample at a time (the scalar path) takes the exit and gives the logits the batched
+    path gives it, and counts the same."""
+    net = _mlp_exits().eval()
+    x = torch.randn(40, 8)
+    with torch.no_grad():
+        conf0 = torch.softmax(_by_path(net, x, 0), -1).amax(-1).sort().values
+    net.threshold = float(conf0[19] + conf0[20]) / 2  # between two samples: no float tie at the boundary
+    with torch.no_grad():
+        batched = net(x)
+        taken = net.last_exit_indices.clone()
+        counts = net.exit_counts.clone()
+        net.reset_stats()
+        stage2 = _counting_hook(net.stages[2])
+        for j in range(len(x)):
+            one = net(x[j:j + 1])
+            assert net.last_exit_indices.tolist() == [int(taken[j])]
+            torch.testing.assert_close(one[0], batched[j], rtol=1e-5, atol=1e-5)
+    assert torch.equal(net.exit_counts, counts) and set(taken.tolist()) == {0, 1, 2}
+    assert len(stage2) == int((taken == 2).sum())  # a sample that left early never ran the last stage
+
+
 def test_empty_batch():
     net = _mlp_exits().eval()
     for t in (0.0, 0.5, 2.0):
