@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Batches, accuracy, load_data, log, paired_latency, train, write_table  # noqa: E402
+from common import Batches, accuracy, example_parser, load_data, log, paired_latency, train, write_table  # noqa: E402
 from deep_compression import build_cnn, file_bytes  # noqa: E402
 
 from sparsekit.distill import Distiller  # noqa: E402
@@ -64,17 +63,13 @@ def build_student(classes: int = 10) -> nn.Sequential:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    p = example_parser(__doc__.split("\n")[0])
     p.add_argument("--binary-epochs", type=int, default=8)
     p.add_argument("--teacher-epochs", type=int, default=6)
     p.add_argument("--student-epochs", type=int, default=4)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--out", default="examples/results")
-    p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.data, args.binary_epochs, args.teacher_epochs, args.student_epochs, args.seeds = "digits", 2, 2, 1, 2

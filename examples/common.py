@@ -4,6 +4,7 @@ and batch-64 latency (medians), and the result table / figure writers."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import statistics
@@ -54,6 +55,17 @@ def load_data(name: str = "fashion-mnist", train_limit: Optional[int] = None) ->
     if train_limit is not None:
         xs[0], ys[0] = xs[0][:train_limit], ys[0][:train_limit]
     return Data(xs[0].contiguous(), ys[0], xs[1].contiguous(), ys[1], name)
+
+
+def example_parser(description: str) -> argparse.ArgumentParser:
+    """The options every example shares: the data, a training-set limit, the output folder and
+    ``--quick`` (digits, tiny epochs: a smoke run)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    p.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
+    p.add_argument("--out", default="examples/results", help="where the tables, their JSON and the figures go")
+    p.add_argument("--quick", action="store_true", help="scikit-learn digits, tiny epochs: checks the script runs")
+    return p
 
 
 def log(msg: str) -> None:

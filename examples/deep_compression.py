@@ -30,7 +30,6 @@ writes it with a figure to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -43,7 +42,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Data, accuracy, load_data, log, paired_latency, train, write_table  # noqa: E402
+from common import Data, accuracy, example_parser, load_data, log, paired_latency, train, write_table  # noqa: E402
 
 import sparsekit  # noqa: E402
 from sparsekit.nn import CodebookLinear  # noqa: E402
@@ -103,8 +102,7 @@ def set_compute(model: nn.Module, compute: str) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    p = example_parser(__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=12,
                    help="training epochs of the fp32 model (the learning rate decays: trained to its plateau, so "
                         "that the fine-tuning of the later stages is not what makes them accurate)")
@@ -119,8 +117,6 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--head-bits", type=int, default=0,
                    help="codebook bits of the classifier; 0 keeps it a pruned dense Linear (256 x 10: a codebook "
                         "call costs more than the product there, and its 10 KB hardly count on disk)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
-    p.add_argument("--out", default="examples/results", help="where the table, its JSON and the figure go")
     p.add_argument("--recover-epochs", type=int, default=10, help="fine-tuning epochs after the last channel step")
     p.add_argument("--centroid-epochs", type=int, default=2, help="fine-tuning epochs of the centroids")
     p.add_argument("--prune-lr", type=float, default=2.5e-4, help="learning rate of the weight-pruning fine-tuning")
@@ -128,7 +124,6 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--distill", action="store_true", help="fine-tune on the fp32 model's soft targets too")
     p.add_argument("--reuse", action="store_true", help="load the fp32 model trained by an earlier run")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="digits, 1 epoch per step: checks the script runs")
     args = p.parse_args(argv)
     if args.quick:
         args.data, args.epochs, args.finetune_epochs, args.recover_epochs, args.centroid_epochs = "digits", 2, 1, 1, 1

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Batches, Data, accuracy, latency_ms, load_data, log, write_table  # noqa: E402
+from common import Batches, Data, accuracy, example_parser, latency_ms, load_data, log, write_table  # noqa: E402
 from deep_compression import build_cnn  # noqa: E402
 
 from sparsekit.dynamic import calibrate_threshold, early_exit_loss, set_width, train_slimmable_step  # noqa: E402
@@ -82,8 +81,7 @@ def build_slimmable(widths=(0.25, 0.5, 1.0), c1: int = 32, c2: int = 64, hidden:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    p = example_parser(__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--slim-epochs", type=int, default=4)
     p.add_argument("--validation", type=int, default=5000, help="training images held out to pick the threshold")
@@ -91,9 +89,6 @@ def main(argv=None) -> dict:
                    help="top-1 the threshold may cost on the validation split (0.0025: a quarter point, half the "
                         "half-point budget, so that the choice holds on unseen data)")
     p.add_argument("--latency-images", type=int, default=1000)
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--out", default="examples/results")
-    p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.data, args.epochs, args.slim_epochs, args.validation, args.latency_images = "digits", 2, 1, 300, 100
