@@ -40,6 +40,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ._modes import training_mode
+
 IMPORTANCE = ("l1", "l2", "activation", "activation_mean")
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardtanh,
@@ -205,8 +207,6 @@ def _follow(start: fx.Node, C: int, mods: dict[str, nn.Module]) -> Optional[Chai
             flattened = True
         elif not _elementwise(u, mods):
             return None
-        elif flattened and u.op != "call_module" and u.target not in _ELEMENTWISE_FUNCTIONS | _ELEMENTWISE_METHODS:
-            return None
         if not flattened:
             last = u.name
         cur = u
@@ -217,8 +217,10 @@ def _follow(start: fx.Node, C: int, mods: dict[str, nn.Module]) -> Optional[Chai
 
 
 def _bn_scale(m: nn.Module) -> torch.Tensor:
-    scale = torch.rsqrt(m.running_var.detach().float() + m.eps) if m.running_var is not None else None
-    if scale is None:
+    """|gamma| / sqrt(var + eps): what the BatchNorm multiplies its channel by (in eval mode)."""
+    if m.running_var is not None:
+        scale = torch.rsqrt(m.running_var.detach().float() + m.eps)
+    else:
         scale = torch.ones(m.num_features)
     if m.weight is not None:
         scale = scale * m.weight.detach().float().abs()
@@ -276,12 +278,9 @@ def _activation_stats(model: nn.Module, chains: list[Chain], calibration) -> dic
         watch[c.last_node] = 1 if isinstance(mods[c.producer], nn.Conv2d) else -1
     rec = _Recorder(gm, watch)
     batches = calibration if isinstance(calibration, (list, tuple)) else [calibration]
-    was_training = model.training
-    gm.eval()
-    with torch.no_grad():
+    with training_mode(gm, False), torch.no_grad():  # gm shares the model's modules
         for b in batches:
             rec.run(*(b if isinstance(b, (list, tuple)) else (b,)))
-    model.train(was_training)
     out = {}
     for c in chains:
         n = max(rec.count.get(c.last_node, 0), 1)
@@ -292,8 +291,10 @@ def _activation_stats(model: nn.Module, chains: list[Chain], calibration) -> dic
 
 
 def channel_importance(model: nn.Module, importance: str = "l1", calibration=None,
-                       chains: Optional[list[Chain]] = None) -> dict[str, torch.Tensor]:
-    """Importance of every output channel of every prunable producer (name -> [channels])."""
+                       chains: Optional[list[Chain]] = None, stats: Optional[dict[str, tuple]] = None,
+                       ) -> dict[str, torch.Tensor]:
+    """Importance of every output channel of every prunable producer (name -> [channels]).
+    ``stats``: :func:`_activation_stats` of these chains already gathered from ``calibration``."""
     if importance not in IMPORTANCE:
         raise ValueError(f"importance must be one of {IMPORTANCE}, got {importance!r}")
     if chains is None:
@@ -302,7 +303,8 @@ def channel_importance(model: nn.Module, importance: str = "l1", calibration=Non
         return {c.producer: _weight_importance(model, c, 1 if importance == "l1" else 2) for c in chains}
     if calibration is None:
         raise ValueError(f"importance={importance!r} needs a calibration batch (calibration=...)")
-    stats = _activation_stats(model, chains, calibration)
+    if stats is None:
+        stats = _activation_stats(model, chains, calibration)
     if importance == "activation_mean":
         return {k: v[1].float() for k, v in stats.items()}
     # activation frequency; the mean |a| (scaled below one frequency step) breaks ties
@@ -311,11 +313,6 @@ def channel_importance(model: nn.Module, importance: str = "l1", calibration=Non
 
 # ---------------------------------------------------------------------------------------------
 # rewriting
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
 def _param(t: Optional[torch.Tensor], like: Optional[nn.Parameter]) -> Optional[nn.Parameter]:
@@ -382,6 +379,18 @@ def _keep_count(C: int, amount: float, multiple_of: int) -> int:
 Amount = Union[float, dict]
 
 
+def _fractions(amount: Amount, names: set[str]) -> dict[str, float]:
+    """``amount`` (one fraction for every prunable producer, or ``{producer: fraction}``) as a
+    checked ``{producer: fraction}``."""
+    fractions = amount if isinstance(amount, dict) else {n: amount for n in sorted(names)}
+    for name, a in fractions.items():
+        if name not in names:
+            raise ValueError(f"amount names {name!r}, which heads no prunable chain (prunable: {sorted(names)})")
+        if not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
+            raise ValueError(f"amount must be a fraction in [0, 1), got {a!r} for {name!r}")
+    return {name: float(a) for name, a in fractions.items()}
+
+
 def prune_channels(
     model: nn.Module,
     amount: Amount,
@@ -417,34 +426,29 @@ def prune_channels(
                     raise ValueError(f"keep[{c.producer!r}] must be in [1, {c.channels}], got {k}")
                 targets[c.producer] = k
     else:
-        if isinstance(amount, dict):
-            for name in amount:
-                if name not in names:
-                    raise ValueError(f"amount names {name!r}, which heads no prunable chain "
-                                     f"(prunable: {sorted(names)})")
+        fractions = _fractions(amount, names)
         for c in chains:
-            a = amount.get(c.producer) if isinstance(amount, dict) else amount
-            if a is None:
-                continue
-            if not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
-                raise ValueError(f"amount must be a fraction in [0, 1), got {a!r} for {c.producer!r}")
-            targets[c.producer] = _keep_count(c.channels, float(a), multiple_of)
+            if c.producer in fractions:
+                targets[c.producer] = _keep_count(c.channels, fractions[c.producer], multiple_of)
     for name in exclude:
         targets.pop(name, None)
     params_before = count_parameters(model)
     work = [c for c in chains if c.producer in targets and targets[c.producer] < c.channels]
-    scores = channel_importance(model, importance, calibration, work) if work else {}
-    stats = (_activation_stats(model, work, calibration) if (work and calibration is not None and compensate_bias)
-             else {})
+    # one calibration run serves both the activation importance and the bias compensation
+    needs_stats = work and calibration is not None and (compensate_bias or importance.startswith("activation"))
+    stats = _activation_stats(model, work, calibration) if needs_stats else {}
+    scores = channel_importance(model, importance, calibration, work, stats or None) if work else {}
+    if not compensate_bias:
+        stats = {}
     done = []
     for c in work:
         k = targets[c.producer]
         order = torch.argsort(scores[c.producer].cpu(), descending=True, stable=True)
         kept = torch.sort(order[:k]).values
         removed = torch.sort(order[k:]).values
-        _set(model, c.producer, _shrink_output(model.get_submodule(c.producer), kept))
+        model.set_submodule(c.producer, _shrink_output(model.get_submodule(c.producer), kept))
         for name in c.between:
-            _set(model, name, _shrink_output(model.get_submodule(name), kept))
+            model.set_submodule(name, _shrink_output(model.get_submodule(name), kept))
         consumer = model.get_submodule(c.consumer)
         cols = (kept.unsqueeze(1) * c.spatial + torch.arange(c.spatial)).reshape(-1)
         shift = None
@@ -455,7 +459,7 @@ def prune_channels(
                 shift = consumer.weight.detach().double()[:, rcols] @ mean[removed].repeat_interleave(c.spatial)
             else:  # every tap sees the channel's mean (padding taps aside)
                 shift = consumer.weight.detach().double()[:, removed].sum(dim=(2, 3)) @ mean[removed]
-        _set(model, c.consumer, _shrink_input(consumer, cols.to(consumer.weight.device), shift))
+        model.set_submodule(c.consumer, _shrink_input(consumer, cols.to(consumer.weight.device), shift))
         done.append(PrunedChain(c.producer, c.consumer, c.channels, k))
     return ChannelPruneReport(done, params_before, count_parameters(model), skipped)
 
@@ -481,13 +485,7 @@ def iterative_prune_channels(
     from .pruning import sparsity_schedule
 
     chains, _ = find_prunable_chains(model)
-    names = {c.producer for c in chains}
-    amounts = amount if isinstance(amount, dict) else {n: amount for n in names}
-    for name, a in amounts.items():
-        if name not in names:
-            raise ValueError(f"amount names {name!r}, which heads no prunable chain (prunable: {sorted(names)})")
-        if not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
-            raise ValueError(f"amount must be a fraction in [0, 1), got {a!r} for {name!r}")
+    amounts = _fractions(amount, {c.producer for c in chains})
     original = {c.producer: c.channels for c in chains if c.producer in amounts and c.producer not in set(exclude)}
     reports = []
     top = max(amounts.values(), default=0.0)

@@ -73,9 +73,7 @@ def convert(
         if new is None or new is module:
             report.skipped.append(name)
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new)
+        model.set_submodule(name, new)
         report.layers.append(ConvertedLayer(name, type(module).__name__, type(new).__name__,
                                             module_nbytes(module), module_nbytes(new)))
     return report

@@ -12,14 +12,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._modes import training_mode
 
 TeacherLogits = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -90,18 +91,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: TeacherLogit
         raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
     hard = F.cross_entropy(student_logits.reshape(-1, classes), targets.reshape(-1))
     return alpha * soft + (1.0 - alpha) * hard
-
-
-@contextlib.contextmanager
-def _training_mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Sets ``model`` to train/eval mode for the block, then gives every submodule its own mode back."""
-    before = [(m, m.training) for m in model.modules()]
-    model.train(training)
-    try:
-        yield
-    finally:
-        for m, mode in before:
-            m.training = mode
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:
@@ -187,7 +176,7 @@ class FeatureMatcher(nn.Module):
     def _discover(self, example_input: Any) -> None:
         student, teacher = self._models
         try:
-            with _training_mode(student, False), _training_mode(teacher, False), torch.no_grad():
+            with training_mode(student, False), training_mode(teacher, False), torch.no_grad():
                 _call(student, example_input)
                 _call(teacher, example_input)
             for i in range(len(self.pairs)):
@@ -301,7 +290,7 @@ def _train_loop(step_loss: Callable[[Any, Optional[torch.Tensor]], torch.Tensor]
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     log = log or _stderr
     history: list[float] = []
-    with _training_mode(model, True):
+    with training_mode(model, True):
         for epoch in range(epochs):
             total, count = 0.0, 0
             for batch in loader:
@@ -396,7 +385,7 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable) -> float:
     """Top-1 accuracy in [0, 1] over ``loader``'s ``(inputs, targets)``, in eval mode without
     gradients; the model's train/eval modes are restored afterwards."""
     correct, total = 0, 0
-    with _training_mode(model, False), torch.no_grad():
+    with training_mode(model, False), torch.no_grad():
         for batch in loader:
             x, y = _split_batch(batch)
             if y is None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._conv import pair
+from ._modes import training_mode
 
 __all__ = [
     "EarlyExitNetwork",
@@ -258,20 +259,13 @@ class EarlyExitNetwork(nn.Module):
 def _trace_features(stages: list[nn.Module], final: nn.Module, example_input: torch.Tensor) -> list[torch.Tensor]:
     """Each stage's output for ``example_input`` (and last the final head's), in eval mode without
     gradients so that no running statistics move; the modules' modes are restored."""
-    mods = nn.ModuleList(stages + [final])
-    modes = [m.training for m in mods.modules()]
-    mods.eval()
     feats = []
-    try:
-        with torch.no_grad():
-            x = example_input
-            for stage in stages:
-                x = stage(x)
-                feats.append(x)
-            feats.append(final(x))
-    finally:
-        for m, mode in zip(mods.modules(), modes):
-            m.training = mode
+    with training_mode(nn.ModuleList(stages + [final]), False), torch.no_grad():
+        x = example_input
+        for stage in stages:
+            x = stage(x)
+            feats.append(x)
+        feats.append(final(x))
     return feats
 
 
@@ -311,17 +305,13 @@ def calibrate_threshold(model: EarlyExitNetwork, data, max_accuracy_drop: float 
     if not thresholds:
         raise ValueError("candidates must hold at least one threshold, got none")
     device = model.exit_counts.device
-    was_training = model.training
-    model.eval()
     confs, correct = [], []
-    try:
+    with training_mode(model, False):
         for x, y in _batches(data):
             y = y.to(device)
             logits = model.exit_logits(x.to(device))
             confs.append(torch.stack([_confidence(o) for o in logits]))
             correct.append(torch.stack([o.argmax(-1) == y for o in logits]))
-    finally:
-        model.train(was_training)
     if not confs:
         raise ValueError("data holds no batch")
     conf, corr = torch.cat(confs, 1), torch.cat(correct, 1)  # [E, N]

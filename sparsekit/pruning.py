@@ -89,10 +89,8 @@ def iterative_prune(
         else:
             assert report is not None
             for layer in report.layers:
-                parent_name, _, child = layer.name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                old = getattr(parent, child)
+                old = model.get_submodule(layer.name)
                 if isinstance(old, BlockSparseLinear):
-                    setattr(parent, child, prune_block_sparse(old, s, config.norm))
+                    model.set_submodule(layer.name, prune_block_sparse(old, s, config.norm))
         finetune(model, step, s)
     return sparsities
