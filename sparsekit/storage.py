@@ -321,7 +321,7 @@ def _decode(e: dict, blob: bytes, state: dict, where: str) -> torch.Tensor:
         from .codebook.format import pack_indices
 
         bits, K, N, g = int(e["bits"]), int(e["K"]), int(e["N"]), int(e.get("group", 1))
-        if g < 1 or bits * g > 8 and g != 1 or len(e["lengths"]) != 2 ** (bits * g):
+        if g < 1 or (g > 1 and bits * g > 8) or len(e["lengths"]) != 2 ** (bits * g):
             raise ValueError(f"{where}: bad index grouping (bits={bits}, group={g}, {len(e['lengths'])} code lengths)")
         symbols = _unhuffman(blob, e["lengths"], N * (-(-K // g)), where)
         idx = _ungroup_symbols(torch.from_numpy(symbols.astype(np.int64)).reshape(N, -1), bits, g, K)

@@ -91,9 +91,8 @@ class CodebookLinear(VersionedFormat, nn.Module):
 
     def _codebook(self) -> torch.Tensor:
         if self.keep_zeros and self.codebook.requires_grad and torch.is_grad_enabled():
-            # centroid 0 of every group stays 0.0: the product masks its gradient
-            mask = torch.ones(2**self.bits, dtype=self.codebook.dtype, device=self.codebook.device)
-            return self.codebook * mask.index_fill(0, torch.zeros(1, dtype=torch.long, device=mask.device), 0.0)
+            # centroid 0 of every group stays 0.0: a constant zero column in its place gets no gradient
+            return nn.functional.pad(self.codebook[:, 1:], (1, 0))
         return self.codebook
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
