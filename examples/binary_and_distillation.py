@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Batches, accuracy, example_parser, load_data, log, paired_latency, train, write_table  # noqa: E402
+from common import Batches, accuracy, example_parser, log, paired_latency, parse_example, train, write_table  # noqa: E402
 from deep_compression import build_cnn, file_bytes  # noqa: E402
 
 from sparsekit.distill import Distiller  # noqa: E402
@@ -70,11 +70,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.5)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.data, args.binary_epochs, args.teacher_epochs, args.student_epochs, args.seeds = "digits", 2, 2, 1, 2
-    data = load_data(args.data, args.train_limit)
-    out = Path(args.out)
+    args, data, out = parse_example(p, argv, dict(binary_epochs=2, teacher_epochs=2, student_epochs=1, seeds=2))
     t_start = time.perf_counter()
     result: dict = {}
 

@@ -68,6 +68,16 @@ def example_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse_example(p: argparse.ArgumentParser, argv, quick: dict) -> tuple[argparse.Namespace, Data, Path]:
+    """The parsed options (with ``--quick``: the digits and the ``quick`` settings), the data and
+    the output folder."""
+    args = p.parse_args(argv)
+    if args.quick:
+        for key, value in dict(quick, data="digits").items():
+            setattr(args, key, value)
+    return args, load_data(args.data, args.train_limit), Path(args.out)
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

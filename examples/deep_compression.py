@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Data, accuracy, example_parser, load_data, log, paired_latency, train, write_table  # noqa: E402
+from common import Data, accuracy, example_parser, log, paired_latency, parse_example, train, write_table  # noqa: E402
 
 import sparsekit  # noqa: E402
 from sparsekit.nn import CodebookLinear  # noqa: E402
@@ -90,9 +90,7 @@ def prune_weights(model: nn.Module, data: Data, sparsity: dict[str, float], step
 def cluster(model: nn.Module, bits: dict[str, int]) -> None:
     """Each named Linear -> CodebookLinear (``bits``), its zeros on a centroid held at 0."""
     for name, b in bits.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, CodebookLinear.from_dense(model.get_submodule(name), bits=b, keep_zeros=True))
+        sparsekit.convert(model, sparsekit.CodebookConfig(bits=b, keep_zeros=True), lambda _, n: n == name)
 
 
 def set_compute(model: nn.Module, compute: str) -> None:
@@ -124,12 +122,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--distill", action="store_true", help="fine-tune on the fp32 model's soft targets too")
     p.add_argument("--reuse", action="store_true", help="load the fp32 model trained by an earlier run")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.data, args.epochs, args.finetune_epochs, args.recover_epochs, args.centroid_epochs = "digits", 2, 1, 1, 1
+    args, data, out = parse_example(p, argv, dict(epochs=2, finetune_epochs=1, recover_epochs=1, centroid_epochs=1))
     torch.manual_seed(args.seed)
-    data = load_data(args.data, args.train_limit)
-    out = Path(args.out)
     log(f"{data.name}: {len(data.x_train)} training, {len(data.x_test)} test images; "
         f"{torch.get_num_threads()} threads")
     t_start = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Batches, Data, accuracy, example_parser, latency_ms, load_data, log, write_table  # noqa: E402
+from common import Batches, Data, accuracy, example_parser, latency_ms, log, parse_example, write_table  # noqa: E402
 from deep_compression import build_cnn  # noqa: E402
 
 from sparsekit.dynamic import calibrate_threshold, early_exit_loss, set_width, train_slimmable_step  # noqa: E402
@@ -89,11 +89,7 @@ def main(argv=None) -> dict:
                    help="top-1 the threshold may cost on the validation split (0.0025: a quarter point, half the "
                         "half-point budget, so that the choice holds on unseen data)")
     p.add_argument("--latency-images", type=int, default=1000)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.data, args.epochs, args.slim_epochs, args.validation, args.latency_images = "digits", 2, 1, 300, 100
-    data = load_data(args.data, args.train_limit)
-    out = Path(args.out)
+    args, data, out = parse_example(p, argv, dict(epochs=2, slim_epochs=1, validation=300, latency_images=100))
     t_start = time.perf_counter()
     nv = args.validation
     x_tr, y_tr, x_val, y_val = data.x_train[:-nv], data.y_train[:-nv], data.x_train[-nv:], data.y_train[-nv:]
