@@ -370,14 +370,19 @@ class Distiller:
 
 
 def train_classifier(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, epochs: int = 1,
-                     progress: bool = True, log: Optional[Callable[[str], None]] = None) -> list[float]:
+                     progress: bool = True, log: Optional[Callable[[str], None]] = None,
+                     label_smoothing: float = 0.0) -> list[float]:
     """Label-only baseline: cross-entropy training with the same loop as :meth:`Distiller.fit`;
-    returns the per-epoch mean loss."""
+    returns the per-epoch mean loss. ``label_smoothing`` (in [0, 1)) trains on targets mixed
+    with the uniform distribution; a teacher trained so gives softer, better-spread targets."""
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+
     def step_loss(x: Any, y: Optional[torch.Tensor]) -> torch.Tensor:
         if y is None:
             raise ValueError("train_classifier needs (inputs, targets) batches")
         logits = _call(model, x)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), label_smoothing=label_smoothing)
     return _train_loop(step_loss, model, loader, optimizer, epochs, progress, log, "train")
 
 

@@ -269,6 +269,36 @@ def test_evaluate_accuracy_and_training_loop_bookkeeping():
         train_classifier(model, loader, opt, epochs=0)
 
 
+def test_train_classifier_label_smoothing():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long()
+    loader = [(x, y)]
+    models = {}
+    for smoothing in (0.0, 0.2):
+        torch.manual_seed(1)
+        model = nn.Linear(5, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # no step: the loss itself is compared
+        with torch.no_grad():
+            expected = F.cross_entropy(model(x), y, label_smoothing=smoothing).item()
+        history = train_classifier(model, loader, opt, progress=False, label_smoothing=smoothing)
+        assert history[0] == pytest.approx(expected, rel=1e-6)
+        models[smoothing] = history[0]
+    assert models[0.2] != models[0.0]
+    # A smoothed classifier's confidence saturates below 1: trained long, its top probability stays
+    # near 1 - smoothing * (classes - 1) / classes instead of running to 1.
+    torch.manual_seed(2)
+    model = nn.Linear(5, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    train_classifier(model, loader, opt, epochs=300, progress=False, label_smoothing=0.2)
+    with torch.no_grad():
+        top = model(x).softmax(-1).max(-1).values
+    assert top.median() < 0.95
+    for bad in (-0.1, 1.0, "0.1"):
+        with pytest.raises(ValueError, match="label_smoothing must be in"):
+            train_classifier(model, loader, opt, progress=False, label_smoothing=bad)
+
+
 def test_student_learns_digits_from_a_teacher():
     datasets = pytest.importorskip("sklearn.datasets")
     digits = datasets.load_digits()
