@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterator, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -109,11 +109,13 @@ class Batches:
 
 
 def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, seed: int = 0, label: str = "train",
-          batch_size: int = 128, teacher: Optional[nn.Module] = None, temperature: float = 4.0, alpha: float = 0.7,
-          decay: float = 1.0) -> list[float]:
-    """Adam for ``epochs`` passes on cross-entropy, or with a ``teacher`` on the distillation loss
-    (``sparsekit.distill.Distiller``); the learning rate is multiplied by ``decay`` after every
-    epoch. A line per epoch (loss, test accuracy)."""
+          batch_size: int = 128, teacher: Optional[Union[nn.Module, list[nn.Module]]] = None,
+          temperature: float = 4.0, alpha: float = 0.7, decay: float = 1.0,
+          label_smoothing: float = 0.0) -> list[float]:
+    """Adam for ``epochs`` passes on cross-entropy (``label_smoothing`` as in
+    ``torch.nn.functional.cross_entropy``), or with a ``teacher`` (one module or a list: an
+    ensemble) on the distillation loss (``sparsekit.distill.Distiller``); the learning rate is
+    multiplied by ``decay`` after every epoch. A line per epoch (loss, test accuracy)."""
     torch.manual_seed(seed)
     batches = Batches(data.x_train, data.y_train, batch_size, seed, label)
     distiller = Distiller(model, teacher, temperature=temperature, alpha=alpha) if teacher is not None else None
@@ -122,7 +124,7 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, seed: int
     for e in range(epochs):
         t0 = time.perf_counter()
         if distiller is None:
-            losses += train_classifier(model, batches, opt, epochs=1, progress=False)
+            losses += train_classifier(model, batches, opt, epochs=1, progress=False, label_smoothing=label_smoothing)
         else:
             losses += distiller.fit(batches, opt, epochs=1, progress=False)
         for group in opt.param_groups:

@@ -41,10 +41,19 @@ def test_deep_compression_pipeline(example, tmp_path):
 
 def test_binary_and_distillation(example, tmp_path):
     result = example("binary_and_distillation").main(["--quick", "--out", str(tmp_path)])
-    assert result["binary_top1"] > 0.6 and result["teacher_top1"] > 0.6
+    assert result["binary_top1"] > 0.6
+    assert len(result["teacher_top1"]) == 2 and min(result["teacher_top1"]) > 0.6 and result["ensemble_top1"] > 0.6
     assert len(result["labels_only"]) == len(result["distilled"]) == 2
     assert math.isfinite(result["kd_gain_points"])
-    assert "binary CNN (XNOR, packed)" in (tmp_path / "binary_and_distillation.md").read_text()
+    table = (tmp_path / "binary_and_distillation.md").read_text()
+    assert "binary CNN (XNOR, packed)" in table and "teacher ensemble (2 x fp32 CNN" in table
+
+
+def test_distillation_alone(example, tmp_path):
+    result = example("binary_and_distillation").main(["--quick", "--skip-binary", "--out", str(tmp_path)])
+    assert "binary_top1" not in result and len(result["distilled"]) == 2
+    table = (tmp_path / "binary_and_distillation.md").read_text()
+    assert "binary CNN" not in table and "student, distilled T=4 alpha=0.9 (2 seeds)" in table
 
 
 def test_dynamic_computation(example, tmp_path):
