@@ -190,7 +190,6 @@ class EarlyExitNetwork(nn.Module):
         if n == 1 or (self.threshold > 1 and n > 0):
             return self._whole_batch_exit(x)
         exit_idx = torch.full((n,), last, dtype=torch.long, device=x.device)
-        counts = [0] * self.num_exits
         rows = torch.arange(n, device=x.device)  # original positions of the samples still running
         out = None
         for i, (stage, head) in enumerate(zip(self.stages, self.heads)):
@@ -200,19 +199,17 @@ class EarlyExitNetwork(nn.Module):
                 out = logits.new_empty((n,) + tuple(logits.shape[1:]))
             if i == last:
                 out[rows] = logits.to(out.dtype)
-                counts[i] = rows.numel()
                 break
             leave = _confidence(logits) >= self.threshold
             gone = rows[leave]
             out[gone] = logits[leave].to(out.dtype)
             exit_idx[gone] = i
-            counts[i] = gone.numel()
             stay = ~leave
             rows, x = rows[stay], x[stay]
             if rows.numel() == 0:  # every sample has left: later stages do not run at all
                 break
         with torch.no_grad():
-            self.exit_counts += torch.tensor(counts, dtype=self.exit_counts.dtype).to(self.exit_counts.device)
+            self.exit_counts += torch.bincount(exit_idx, minlength=self.num_exits).to(self.exit_counts.device)
         self.last_exit_indices = exit_idx
         return out
 
