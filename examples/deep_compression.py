@@ -198,8 +198,7 @@ def main(argv=None) -> list[dict]:
 
     log("measuring latency (interleaved rounds, medians)")
     x1, x64 = data.x_test[:1].contiguous(), data.x_test[:64].contiguous()
-    lat1 = paired_latency({k: v for k, v in models.items()}, x1)
-    lat64 = paired_latency({k: v for k, v in models.items()}, x64)
+    lat1, lat64 = paired_latency(models, x1), paired_latency(models, x64)
     names = {"fp32": "fp32 baseline", "channels": "+ neuron/channel pruning",
              "weights": "+ weight pruning (zeros in dense tensors)", "codebook": "+ weight sharing (codebook kernel)",
              "huffman": "+ Huffman coding (file)"}

@@ -162,9 +162,8 @@ def main(argv=None) -> dict:
     srows = []
     for w in reversed(widths):
         set_width(slim, w)
-        srows.append({"width": w, "top1": accuracy(slim, data),
-                      "params": sum(t.numel() for t in slim.parameters()),
-                      "b1": latency_ms(slim, x1), "b64": latency_ms(slim, x64)})
+        srows.append({"width": w, "top1": accuracy(slim, data), "b1": latency_ms(slim, x1),
+                      "b64": latency_ms(slim, x64)})
     for r in srows:
         r["b1_x"], r["b64_x"] = srows[0]["b1"] / r["b1"], srows[0]["b64"] / r["b64"]
     cols = [("width", "width", lambda v: f"{v:g}x"), ("top1", "top-1", lambda v: f"{v:.2%}"),
