@@ -101,6 +101,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   {
     py::gil_scoped_release release;
     fn(a);
+    bsr_propagate_nonfinite(a.x, M, K, a.cols, a.row_off, s.Nb, s.Kb, s.bh, s.bw, a.y, N, nthreads);
   }
 }
 

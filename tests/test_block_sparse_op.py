@@ -111,28 +111,31 @@ def test_large_m_panel_schedules(variant, block, threads):
 
 
 @pytest.mark.parametrize("variant", [v for d, v in VARIANTS if d == "cpu" and v.startswith("cpu:")])
-def test_dense_fallback_path_is_exact(variant):
+def test_fully_dense_weight_at_large_m_is_exact(variant):
     N, K = 64, 64
     args, b = _make(N, K, (16, 16), 0.0, "cpu")
-    M = bsr_cpu.DENSE_FALLBACK_MIN_M + 5
-    assert bsr_cpu.use_dense_fallback(M, args[0].shape[0], (4, 4), (16, 16))
-    _check(torch.randn(M, K), args, b, N, K, variant)
-    _check(torch.randn(M, K), args, b, N, K, variant)  # from the cache
+    _check(torch.randn(53, K), args, b, N, K, variant)
 
 
-def test_dense_fallback_cache_never_serves_stale_weights():
+@pytest.mark.parametrize("M", [3, 64])
+def test_weights_are_read_as_they_are_on_every_call(M):
+    """No weight-derived state survives a call: an in-place write, a write through ``.data``
+    (which does not move the version counter) and a replaced tensor are all seen."""
     N, K = 64, 64
     w = BSRWeight.from_dense(torch.randn(N, K), (16, 16), sparsity=0.0)
     values = w.values.clone()
-    x = torch.randn(bsr_cpu.DENSE_FALLBACK_MIN_M + 1, K)
+    x = torch.randn(M, K)
     with sparsekit.use_backend("cpu"):
-        y1 = torch.ops.sparsekit.bsr_linear(x, values, w.col_indices, w.row_offsets, None, N, K)
-        values.mul_(2)  # in place: same tensor, new version
-        y2 = torch.ops.sparsekit.bsr_linear(x, values, w.col_indices, w.row_offsets, None, N, K)
-        torch.testing.assert_close(y2, 2 * y1)
-        other = torch.zeros_like(values)  # another tensor, possibly at a reused address
-        y3 = torch.ops.sparsekit.bsr_linear(x, other, w.col_indices, w.row_offsets, None, N, K)
-        assert bool((y3 == 0).all())
+        def run(v):
+            return torch.ops.sparsekit.bsr_linear(x, v, w.col_indices, w.row_offsets, None, N, K)
+
+        y1 = run(values)
+        values.mul_(2)
+        torch.testing.assert_close(run(values), 2 * y1)
+        values.data.mul_(2)
+        torch.testing.assert_close(run(values), 4 * y1)
+        values.data = torch.zeros_like(values)
+        assert bool((run(values) == 0).all())
 
 
 @pytest.mark.parametrize("device, variant", [(d, v) for d, v in VARIANTS if d == "cuda"])

@@ -304,24 +304,20 @@ def test_pretrained_efficientnet_lite0_end_to_end():
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
-def test_channels_last_weight_cache_follows_in_place_updates():
-    from sparsekit.dwsep import cpu as dwsep_cpu
-
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_weights_are_read_as_they_are_on_every_call(memory_format):
+    """Nothing derived from the weights outlives a call: in-place writes, writes through
+    ``.data`` (no version bump) and replaced tensors are all seen by the next call."""
     mod = DepthwiseSeparableConv2d(16, 70, 3, padding=1).requires_grad_(False)  # 70: two panels, the second padded
-    x = torch.randn(1, 16, 7, 9).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, 16, 7, 9).contiguous(memory_format=memory_format)
     args = lambda: (x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias, [1, 1], [1, 1], [1, 1], 0, 0)  # noqa: E731
     with run_variant("cpu"):
-        torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
-        assert len(dwsep_cpu._weight_cache) >= 1
-        mod.pw_weight.mul_(-2.0)  # in place: the version counter moves, the cached transpose is stale
-        torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
-        old, dwsep_cpu.WEIGHT_CACHE_ENTRIES = dwsep_cpu.WEIGHT_CACHE_ENTRIES, 0
-        try:  # no cache: the kernel transposes the weight itself
-            x2 = x.contiguous()
-            torch.testing.assert_close(mod(x2), dwsep_conv2d_reference(x2, *args()[1:]), rtol=1e-4, atol=1e-4)
+        for change in (lambda: mod.pw_weight.mul_(-2.0), lambda: mod.pw_weight.data.mul_(3.0),
+                       lambda: setattr(mod.pw_weight, "data", torch.randn_like(mod.pw_weight)),
+                       lambda: mod.dw_weight.data.mul_(0.5)):
             torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
-        finally:
-            dwsep_cpu.WEIGHT_CACHE_ENTRIES = old
+            change()
+            torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")

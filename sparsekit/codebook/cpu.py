@@ -79,13 +79,17 @@ class NativeQ8:
     """The int8 option's eager path for a module: a float32 CPU call goes straight to the native
     kernel. A module call through the op's checks and backend choice costs about 15 us of
     Python, more than the kernel itself on a batch-1 layer (measured: 26 us vs 11 us for a
-    1568 -> 512 2-bit layer). The layer's own tensors are checked once and kept as NumPy
-    views until one of them is replaced or written in place (its data pointer or version
-    changes); only the input is checked on every call."""
+    1568 -> 512 2-bit layer). The layer's own tensors are checked once and kept as NumPy views,
+    keyed by each tensor's data pointer, shape, strides and dtype; only the input is checked on
+    every call. The views share the tensors' memory, so values written in place (also through
+    ``.data``) are read as they are, and they keep that memory alive, so a data pointer seen
+    again is the same memory, never a freed address reused by another tensor; a replaced tensor
+    (``p.data = ...``) has another pointer and is checked again. No version counter is read:
+    inference tensors have none. Key and views are swapped as one tuple, so threads calling
+    one module see a consistent pair."""
 
     def __init__(self):
-        self._key = None
-        self._views = None
+        self._views = None  # (key, views)
 
     @staticmethod
     def applies(x: torch.Tensor, in_features: int) -> bool:
@@ -94,13 +98,15 @@ class NativeQ8:
                 and _ext.available())
 
     def __call__(self, x, indices, codebook, bias, in_features: int, bits: int, group_size: int) -> torch.Tensor:
-        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in (indices, codebook, bias))
-        if key != self._key:
+        key = tuple(None if t is None else (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)
+                    for t in (indices, codebook, bias))
+        cached = self._views
+        if cached is None or cached[0] != key:
             check_codebook_linear_args(x, indices, codebook, bias, in_features, bits, group_size)
-            self._views = (as_numpy(indices), as_numpy(codebook), None if bias is None else as_numpy(bias))
-            self._key = key
+            cached = (key, (as_numpy(indices), as_numpy(codebook), None if bias is None else as_numpy(bias)))
+            self._views = cached
         out = torch.empty(x.shape[0], indices.shape[0], dtype=torch.float32)
-        _ext.native().codebook_linear_q8(x.numpy(), *self._views, out.numpy(), bits, group_size,
+        _ext.native().codebook_linear_q8(x.numpy(), *cached[1], out.numpy(), bits, group_size,
                                          torch.get_num_threads())
         return out
 

@@ -2,9 +2,9 @@
 NCHW or channels_last memory (other strides are made contiguous first).
 
 In channels_last the pointwise product reads the weight transposed, in panels of 64 output
-channels ([ceil(C_out / 64), C, 64]): that copy is cached per weight tensor (validated by identity and version
-counter), since transposing a 512 x 512 weight on every call costs about a sixth of a batch-1
-call at 14 x 14.
+channels; the kernel makes that copy itself on each call (in parallel, 16 x 16 blocks), so no
+state derived from the weight outlives a call: a weight written in place or through ``.data``
+is read as it is, from any thread and under ``inference_mode``.
 """
 
 from __future__ import annotations
@@ -12,26 +12,9 @@ from __future__ import annotations
 import torch
 
 from .. import _ext
-from .._cache import DerivedCache
 from .._conv import conv_output_size, is_channels_last
 from .._ext import as_numpy
 from .op import dwsep_conv2d_kernels
-
-# how many transposed pointwise weights are kept (0: transpose on every call)
-WEIGHT_CACHE_ENTRIES = 64
-_weight_cache = DerivedCache()
-
-
-def _transposed(pw_weight: torch.Tensor) -> torch.Tensor:
-    Co, C = pw_weight.shape[:2]
-
-    def make():  # [ceil(Co / 64), C, 64]: panels of 64 output channels (see csrc/dwsep_impl.h)
-        panels = (Co + 63) // 64
-        wt = torch.zeros(panels * 64, C, dtype=torch.float32)
-        wt[:Co] = pw_weight.detach().reshape(Co, C)
-        return wt.reshape(panels, 64, C).transpose(1, 2).contiguous()
-
-    return _weight_cache.get((pw_weight,), (Co, C), make, WEIGHT_CACHE_ENTRIES)
 
 
 def _is_fp32(x, *rest) -> bool:
@@ -55,8 +38,7 @@ def dwsep_conv2d_cpu(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
         xm, ym = x.contiguous(), y
     C.dwsep_conv2d(as_numpy(xm), as_numpy(dw_weight.reshape(Cin, kh * kw)), _opt(dw_bias),
                    as_numpy(pw_weight.reshape(Co, Cin)), _opt(pw_bias), ym.numpy(), [kh, kw], list(stride),
-                   list(padding), list(dilation), act1, act2, nhwc, torch.get_num_threads(),
-                   as_numpy(_transposed(pw_weight)) if nhwc else None)
+                   list(padding), list(dilation), act1, act2, nhwc, torch.get_num_threads(), None)
     return y
 
 
