@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "bsr_convert.h"
 #include "codebook_decode.h"
@@ -384,7 +385,8 @@ void codebook_linear(const py::array& x, const py::array& idx, const py::array& 
 
 // The int8 option: y float32 [M, N] from x [M, K], indices and the float codebook [G, 2^bits],
 // whose centroids are quantized here per group (as reference.quantize_codebook_q8: scale =
-// max |c| / 127, c / scale rounded to nearest even; entries past 2^bits repeat v & (2^bits - 1)).
+// max |c| / 127, c / scale rounded to nearest even; entries past 2^bits repeat v & (2^bits - 1); a group
+// with a non-finite centroid has scale NaN).
 void codebook_linear_q8(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
                         py::array& y, int64_t bits, int64_t group_size, int nthreads) {
   py::array keep_b;
@@ -395,8 +397,15 @@ void codebook_linear_q8(const py::array& x, const py::array& idx, const py::arra
   for (int64_t g = 0; g < G; ++g) {
     const float* cb = e.codebook + g * ncb;
     float amax = 0.f;
-    for (int64_t v = 0; v < ncb; ++v) amax = std::max(amax, std::fabs(cb[v]));
-    const float scale = amax / 127.f;
+    bool finite = true;
+    for (int64_t v = 0; v < ncb; ++v) {
+      const float c = std::fabs(cb[v]);
+      finite = finite && c <= std::numeric_limits<float>::max();  // false for Inf and NaN
+      amax = std::max(amax, c);
+    }
+    // a non-finite centroid makes its group's scale NaN (every output of the group is NaN) and
+    // its quantized values 0
+    const float scale = finite ? amax / 127.f : std::numeric_limits<float>::quiet_NaN();
     cscale[g] = scale;
     for (int64_t v = 0; v < 16; ++v) {
       const float r = scale > 0.f ? std::nearbyint(cb[v & (ncb - 1)] / scale) : 0.f;

@@ -97,13 +97,16 @@ void codebook_linear(const CodebookLinearArgs& a) {
 // The int8 option, generic: each weight row decoded to int8 once, integer dot products with
 // the quantized activation rows (int32 sums are exact: the result depends only on the inputs).
 // Also the small-M path of the AMX ISA.
+// A row holding an Inf or a NaN gets scale NaN and quantized values 0: its outputs are all NaN.
 static inline float quantize_row_q8(const float* x, int64_t K, int8_t* xq) {
   float amax = 0.f;
+  int finite = 1;
   for (int64_t k = 0; k < K; ++k) {
     const float v = __builtin_fabsf(x[k]);
+    finite &= v <= __FLT_MAX__;  // false for Inf and NaN
     amax = v > amax ? v : amax;
   }
-  const float scale = amax / 127.f;
+  const float scale = finite ? amax / 127.f : __builtin_nanf("");
   for (int64_t k = 0; k < K; ++k) {
     float v = scale > 0.f ? __builtin_nearbyintf(x[k] / scale) : 0.f;
     v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);

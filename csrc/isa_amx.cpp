@@ -387,6 +387,13 @@ SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, const RowExpander
   }
 }
 
+// Lanes of |x| holding an Inf or a NaN (not <= FLT_MAX, unordered included). The int8 option
+// gives a row with such a value scale NaN and quantized values 0 (as codebook_impl.h's
+// quantize_row_q8): its outputs are all NaN.
+SK_AMX static inline __mmask16 nonfinite_lanes(__m512 abs_x) {
+  return _mm512_cmp_ps_mask(abs_x, _mm512_set1_ps(__FLT_MAX__), _CMP_NLE_UQ);
+}
+
 // Activation rows (valid of 16) into VNNI tiles [nch][16][64], each chunk in the expanded
 // weights' order (permute_chunk), and their scales.
 SK_AMX static void quantize_panel(const RowExpander& e, const float* x, int64_t K, int64_t nch, int64_t valid,
@@ -406,11 +413,14 @@ SK_AMX static void quantize_panel(const RowExpander& e, const float* x, int64_t 
     }
     const float* xr = x + i * K;
     __m512 mx = _mm512_setzero_ps();
+    __mmask16 nonfinite = 0;
     for (int64_t k = 0; k < K; k += 16) {
       const __mmask16 m = first(K - k);
-      mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xr + k)));
+      const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xr + k));
+      nonfinite |= nonfinite_lanes(a);
+      mx = _mm512_max_ps(mx, a);
     }
-    const float scale = _mm512_reduce_max_ps(mx) / 127.f;
+    const float scale = nonfinite ? __builtin_nanf("") : _mm512_reduce_max_ps(mx) / 127.f;
     xs[i] = scale;
     const __m512 vs = _mm512_set1_ps(scale > 0.f ? scale : 1.f);
     for (int64_t c = 0; c < nch; ++c) {
@@ -514,9 +524,13 @@ SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
     for (int64_t m = 0; m < a.M; ++m) {  // quantize as quantize_panel; padding past K is zero
       const float* xr = a.x + m * a.K;
       __m512 mx = _mm512_setzero_ps();
-      for (int64_t k = 0; k < a.K; k += 16)
-        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(first(a.K - k), xr + k)));
-      const float scale = _mm512_reduce_max_ps(mx) / 127.f;
+      __mmask16 nonfinite = 0;
+      for (int64_t k = 0; k < a.K; k += 16) {
+        const __m512 v = _mm512_abs_ps(_mm512_maskz_loadu_ps(first(a.K - k), xr + k));
+        nonfinite |= nonfinite_lanes(v);
+        mx = _mm512_max_ps(mx, v);
+      }
+      const float scale = nonfinite ? __builtin_nanf("") : _mm512_reduce_max_ps(mx) / 127.f;
       xs[m] = scale;
       const __m512 vs = _mm512_set1_ps(scale > 0.f ? scale : 1.f);
       __m512i sum = _mm512_setzero_si512();

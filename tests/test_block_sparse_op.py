@@ -346,3 +346,24 @@ def test_missing_extension_does_not_break_import():
     r = _run(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["NativeExtensionError", "True"]
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("M", [3, 30, 64])  # the small-M path, the blocked path, and large M
+@pytest.mark.parametrize("block, sparsity", [((8, 8), 0.5), ((4, 8), 0.7), ((1, 16), 0.6), ((16, 16), 1.0)])
+def test_nan_inf_follow_the_dense_product(device, variant, M, block, sparsity):
+    """The documented NaN/Inf rule is x @ W.T with the dense weight: a non-finite input meets the
+    zeros of absent blocks too (0 * Inf = NaN), so the NaN/Inf pattern is the reference's at
+    every M (the kernels, which skip absent blocks, used to differ from the dense fallback)."""
+    N, K = 50, 37
+    args, b = _make(N, K, block, sparsity, device)
+    x = torch.randn(M, K, device=device)
+    x[0, K // 2], x[1, 1], x[2, K - 1] = float("nan"), float("inf"), -float("inf")
+    expected = bsr_linear_reference(x.double(), args[0].double(), *args[1:], b.double(), N, K)
+    with run_variant(variant):
+        y = torch.ops.sparsekit.bsr_linear(x, *args, b, N, K).double()
+    assert torch.equal(torch.isnan(y), torch.isnan(expected)), f"{torch.isnan(y).sum()} vs {torch.isnan(expected).sum()}"
+    assert torch.equal(y[torch.isinf(expected)], expected[torch.isinf(expected)])
+    finite = torch.isfinite(expected)
+    assert finite[3:].all()
+    torch.testing.assert_close(y[finite], expected[finite], rtol=1e-4, atol=1e-4)

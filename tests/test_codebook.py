@@ -311,8 +311,12 @@ def test_int8_module_eager_path_follows_its_tensors():
 
     with torch.no_grad():
         assert torch.equal(mod(x), via_op(mod, x))
-        assert mod._native_q8._key is not None  # the eager path ran
+        assert mod._native_q8._views is not None  # the eager path ran
         mod.codebook.mul_(2)  # in place: a new version
+        assert torch.equal(mod(x), via_op(mod, x))
+        mod.codebook.data.mul_(-1)  # through .data: the version counter does not move
+        assert torch.equal(mod(x), via_op(mod, x))
+        mod.codebook.data = torch.randn_like(mod.codebook)  # a new tensor behind the same parameter
         assert torch.equal(mod(x), via_op(mod, x))
         mod.bias = nn.Parameter(torch.randn(33))  # replaced
         assert torch.equal(mod(x), via_op(mod, x))
@@ -342,3 +346,26 @@ def test_int8_option_with_several_activation_blocks(device, variant):
         y = torch.ops.sparsekit.codebook_linear_q8(x, packed, codebook, None, K, 2, 16)
     q8 = codebook_linear_q8_reference(x.double(), packed, codebook, None, K, 2, 16)
     torch.testing.assert_close(y.double(), q8, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("device, variant", Q8_VARIANTS)
+@pytest.mark.parametrize("M", [3, 40])  # the small-M and the blocked paths
+def test_int8_option_nan_inf_rule(device, variant, M):
+    """The int8 option's documented NaN/Inf rule on every kernel: a row of x holding an Inf or
+    a NaN gives an all-NaN output row, a group with a non-finite centroid all-NaN columns; every
+    other output is what finite inputs give (a NaN used to turn into finite numbers)."""
+    N, K, group = 24, 100, 8
+    packed, codebook, _ = _packed(N, K, 2, group, device)
+    x = torch.randn(M, K, device=device)
+    x[0, 5], x[1, K - 1], x[2, 0] = float("nan"), float("inf"), -float("inf")
+    codebook[1, 2] = float("nan")  # the group of outputs 8..15
+    codebook[2, 0] = float("inf")  # 16..23
+    with run_variant(variant):
+        y = torch.ops.sparsekit.codebook_linear_q8(x, packed, codebook, None, K, 2, group)
+    expected_nan = torch.zeros(M, N, dtype=torch.bool)
+    expected_nan[:3] = True
+    expected_nan[:, 8:] = True
+    assert torch.equal(torch.isnan(y).cpu(), expected_nan)
+    ref = codebook_linear_q8_reference(x, packed, codebook, None, K, 2, group)
+    assert torch.equal(torch.isnan(ref).cpu(), expected_nan)
+    torch.testing.assert_close(y[3:, :8], ref[3:, :8], rtol=1e-5, atol=1e-4)

@@ -13,6 +13,24 @@ def bsr_linear_reference(x, values, col_indices, row_offsets, bias, out_features
     return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
 
 
+def propagate_nonfinite(x2, y, col_indices, row_offsets, block_size) -> torch.Tensor:
+    """For kernels that multiply stored blocks only: ``y [M, N]`` with NaN where ``x2 @ W.T`` has
+    one because a non-finite ``x2[m, k]`` meets an absent block (zeros: 0 * Inf = 0 * NaN = NaN),
+    i.e. at every output of a block row that stores no block at k's block column. The same rule
+    as ``bsr_propagate_nonfinite`` of the CPU kernel (``csrc/bsr_convert.h``)."""
+    bad = ~torch.isfinite(x2)
+    if not bool(bad.any()):
+        return y
+    (M, K), N = x2.shape, y.shape[1]
+    bh, bw = block_size
+    Nb, Kb = grid_shape((N, K), (bh, bw))
+    bad_cols = torch.nn.functional.pad(bad, (0, Kb * bw - K)).reshape(M, Kb, bw).any(dim=2)  # [M, Kb]
+    absent = torch.ones(Nb, Kb, dtype=torch.float32, device=y.device)
+    absent[block_rows(row_offsets, col_indices.shape[0]), col_indices.long()] = 0
+    hit = (bad_cols.float() @ absent.T) > 0  # [M, Nb]: a bad column this block row lacks
+    return y.masked_fill(hit.repeat_interleave(bh, dim=1)[:, :N], float("nan"))
+
+
 def bsr_sddmm_reference(grad_out, x, col_indices, row_offsets, bh: int, bw: int, chunk_bytes: int = 1 << 26):
     """Gradient of the stored blocks: ``grad_out[:, rows]^T @ x[:, cols]`` for every stored block only
     (a sampled dense-dense product). ``grad_out`` is ``[M, N]``, ``x`` is ``[M, K]``; returns ``[nnz, bh, bw]``."""

@@ -13,6 +13,7 @@ import torch
 from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
 from ..backend import triton_available
 from .op import bsr_linear_kernels
+from .reference import propagate_nonfinite
 
 if HAS_TRITON:
     import triton
@@ -80,7 +81,7 @@ if HAS_TRITON:
             y.zero_()
             if bias is not None:
                 y += bias
-            return y.reshape(*lead, N)
+            return propagate_nonfinite(x2, y, col_indices, row_offsets, (bh, bw)).reshape(*lead, N)
         Nb = -(-N // bh)
         values = values.contiguous()
         use_dot = bh >= 16 and bw >= 16
@@ -99,6 +100,6 @@ if HAS_TRITON:
         else:
             grid = lambda META: (triton.cdiv(M, META["BM"]), Nb)  # noqa: E731
             _bsr_linear_autotuned[grid](*args, **meta)
-        return y.reshape(*lead, N)
+        return propagate_nonfinite(x2, y, col_indices, row_offsets, (bh, bw)).reshape(*lead, N)
 
     bsr_linear_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(bsr_linear_triton)

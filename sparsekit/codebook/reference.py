@@ -14,26 +14,33 @@ def codebook_linear_reference(x, indices, codebook, bias, in_features: int, bits
     return y + bias if bias is not None else y
 
 
+def _quantize_q8(v):
+    """Symmetric int8 along the last dimension: ``(q, scale)``, scale = max |v| / 127, v / scale
+    rounded to nearest even. NaN/Inf rule of the int8 option: a row holding an Inf or a NaN gets
+    scale NaN and q = 0, so every output it contributes to is NaN."""
+    v = v.float()
+    finite = torch.isfinite(v).all(dim=-1)
+    scale = torch.where(finite, v.abs().amax(dim=-1) / 127, torch.full_like(finite, float("nan"), dtype=v.dtype))
+    ok = finite & (scale > 0)
+    safe = torch.where(ok, scale, torch.ones_like(scale))
+    q = torch.where(ok[..., None], torch.round(v / safe[..., None]), torch.zeros_like(v))
+    return q.clamp(-127, 127).to(torch.int8), scale
+
+
 def quantize_codebook_q8(codebook):
     """The int8 option's centroids: ``(q [G, 16] int8, scale [G])`` with ``codebook ~= q * scale``
-    (symmetric, scale = max |centroid| / 127 per group, round to nearest even); entries past
-    ``2**bits`` repeat ``v & (2**bits - 1)``, so any 4-bit field value selects a real centroid."""
+    (symmetric per group, see :func:`_quantize_q8`; a group with a non-finite centroid has scale
+    NaN); entries past ``2**bits`` repeat ``v & (2**bits - 1)``, so any 4-bit field value selects
+    a real centroid."""
     k = codebook.shape[1]
-    c = codebook.detach().float()
-    scale = c.abs().amax(dim=1) / 127
-    q = torch.where(scale[:, None] > 0, torch.round(c / scale.clamp_min(1e-38)[:, None]), torch.zeros_like(c))
-    q = q.clamp(-127, 127).to(torch.int8)
-    return q[:, torch.arange(16, device=c.device) % k].contiguous(), scale
+    q, scale = _quantize_q8(codebook.detach())
+    return q[:, torch.arange(16, device=codebook.device) % k].contiguous(), scale
 
 
 def quantize_rows_q8(x):
-    """The int8 option's activations: ``(xq int8, scale [rows])``, per row symmetric (max |x| / 127),
-    x / scale rounded to nearest even."""
-    x = x.float()
-    scale = x.abs().amax(dim=-1) / 127
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    xq = torch.where(scale[..., None] > 0, torch.round(x / safe[..., None]), torch.zeros_like(x))
-    return xq.clamp(-127, 127).to(torch.int8), scale
+    """The int8 option's activations: ``(xq int8, scale [rows])``, per row symmetric (see
+    :func:`_quantize_q8`; a row with a non-finite value has scale NaN: its outputs are NaN)."""
+    return _quantize_q8(x)
 
 
 def codebook_linear_q8_reference(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
