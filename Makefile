@@ -25,6 +25,12 @@ install-dev: install
 test: install-dev
 	$(PYTHON) -m pytest tests -q
 
+# the property-based tests with the "full" hypothesis profile (>= 500 examples per test; the "ci"
+# profile of `make test` runs 50)
+.PHONY: test-properties-full
+test-properties-full: install-dev
+	SPARSEKIT_HYPOTHESIS_PROFILE=full $(PYTHON) -m pytest tests/test_properties.py -q
+
 bench: install-dev
 	@mkdir -p $(RESULTS)
 	$(PYTHON) -m pytest bench -q -p no:cacheprovider --benchmark-json=$(RESULTS)/latest.json \
