@@ -32,9 +32,11 @@ def check_format_tensor(saved, kind: str, expected: list[int], names: list[str],
 
 class VersionedFormat:
     """Mixin for packed modules: checks the ``format`` record of a state dict against the
-    module before loading (``FORMAT_KIND``, ``FORMAT_FIELDS`` and :meth:`_format_fields`), then
-    lets the module validate what was loaded (:meth:`_validate_loaded`). Put it before
-    ``nn.Module`` in the bases."""
+    module, then validates the tensors the module would hold after loading
+    (:meth:`_validate_loaded`) *before* any of them is copied in, so a rejected state dict
+    leaves the module as it was. The validation runs on every load, with or without a
+    ``format`` entry (``strict=False`` may leave it out) and on a partial state dict (what it
+    does not hold stays the module's own). Put it before ``nn.Module`` in the bases."""
 
     FORMAT_KIND = "packed"
     FORMAT_FIELDS: tuple[str, ...] = ()  # the names of _format_fields()[1:]
@@ -43,7 +45,8 @@ class VersionedFormat:
         raise NotImplementedError
 
     def _validate_loaded(self, where: str) -> None:
-        """Raise ValueError if the loaded tensors are inconsistent (default: nothing to check)."""
+        """Raise ValueError if the module's tensors are inconsistent (default: nothing to check).
+        Reads them as attributes: during a load they are the incoming ones (see below)."""
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -51,10 +54,30 @@ class VersionedFormat:
         if key in state_dict:
             check_format_tensor(state_dict[key], self.FORMAT_KIND, self._format_fields(),
                                 ["version", *self.FORMAT_FIELDS], where=where)
+        self._validate_incoming(state_dict, prefix, where)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        if key in state_dict and not error_msgs:
+
+    def _validate_incoming(self, state_dict, prefix: str, where: str) -> None:
+        """:meth:`_validate_loaded` on the tensors a load would leave: each of the module's own
+        parameters and buffers found in ``state_dict`` stands in for the module's for the check
+        (nothing is copied), the others are the module's. Shapes that differ from the module's
+        are left to ``nn.Module``'s own size check (an error, nothing of this module loaded)."""
+        swapped = []
+        try:
+            for table in (self._parameters, self._buffers):
+                for name, current in table.items():
+                    incoming = state_dict.get(prefix + name)
+                    if current is None or not isinstance(incoming, torch.Tensor):
+                        continue
+                    if incoming.shape != current.shape:
+                        return
+                    swapped.append((table, name, current))
+                    table[name] = incoming
             self._validate_loaded(where)
+        finally:
+            for table, name, current in swapped:
+                table[name] = current
 
     @property
     def nbytes(self) -> int:

@@ -173,3 +173,25 @@ def test_bad_input_and_unsupported_layers():
     model(torch.randn(1, 3, 9, 9))
     report = sparsekit.convert(model, BinaryConfig())
     assert [layer.after for layer in report.layers] == ["BinaryConv2d", "BinaryLinear"]
+
+
+@pytest.mark.parametrize("device, variant", VARIANTS)
+def test_padding_bits_of_the_packed_weight_never_count(device, variant):
+    """Packed rows whose padding bits are set (3 input channels: 61 padding bits per word): the
+    op ignores them as the reference does (the CPU kernel counted them: off by 115), and a
+    state dict carrying them is rejected on load with nothing loaded."""
+    conv = nn.Conv2d(3, 4, 3, padding=1).to(device)
+    mod = BinaryConv2d.from_dense(conv).eval()
+    x = torch.randn(2, 3, 6, 6, device=device)
+    dirty = mod.weight_packed | ~7  # every bit past the 3 channels set
+    args = (mod.weight_scale, mod.bias.detach(), 3, [3, 3], [1, 1], [1, 1], [1, 1])
+    with run_variant("reference"):
+        expected = torch.ops.sparsekit.binary_conv2d(x, mod.weight_packed, *args)
+        assert torch.equal(torch.ops.sparsekit.binary_conv2d(x, dirty, *args), expected)
+    with run_variant(variant):
+        torch.testing.assert_close(torch.ops.sparsekit.binary_conv2d(x, dirty, *args), expected)
+    state = dict(mod.state_dict(), weight_packed=dirty)
+    before = mod.weight_packed.clone()
+    with pytest.raises(ValueError, match="padding bits"):
+        mod.load_state_dict(state)
+    assert torch.equal(mod.weight_packed, before)

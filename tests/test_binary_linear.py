@@ -210,3 +210,26 @@ def test_binary_connect_op_training_and_state():
         BinaryLinear(K, N).load_state_dict(BinaryLinear.from_dense(lin, binarize_input=False).state_dict())
     with pytest.raises(ValueError, match="input_scale applies to binarized inputs"):
         BinaryLinear(K, N, input_scale=True, binarize_input=False)
+
+
+@pytest.mark.parametrize("binarize_input", [True, False])
+def test_padding_bits_of_the_packed_weight(binarize_input):
+    """Set padding bits (70 inputs: 58 padding bits in the second word) never count in any
+    kernel, and a state dict carrying them is rejected on load with nothing loaded."""
+    mod = BinaryLinear.from_dense(nn.Linear(70, 5), binarize_input=binarize_input).eval()
+    x = torch.randn(3, 70)
+    dirty = mod.weight_packed.clone()
+    dirty[:, 1] |= ~((1 << 6) - 1)
+    table = binary_linear_kernels if binarize_input else sign_linear_kernels
+    extra = (True,) if binarize_input else ()
+    op = torch.ops.sparsekit.binary_linear if binarize_input else torch.ops.sparsekit.sign_linear
+    with run_variant("reference"):
+        expected = op(x, mod.weight_packed, mod.weight_scale, mod.bias.detach(), 70, *extra)
+    for variant in kernel_variants(table, "cpu"):
+        with run_variant(variant):
+            torch.testing.assert_close(op(x, dirty, mod.weight_scale, mod.bias.detach(), 70, *extra), expected)
+    state = dict(mod.state_dict(), weight_packed=dirty)
+    before = mod.weight_packed.clone()
+    with pytest.raises(ValueError, match="padding bits"):
+        mod.load_state_dict(state)
+    assert torch.equal(mod.weight_packed, before)

@@ -10,7 +10,7 @@ import torch
 from .. import _ext
 from .._conv import conv_output_size, is_channels_last
 from .._ext import as_numpy
-from .format import packed_words
+from .format import clear_padding_bits, packed_words
 from .op import binary_conv2d_kernels, binary_linear_kernels, sign_linear_kernels, xnor_gemm_kernels
 
 
@@ -66,9 +66,9 @@ def binary_conv2d_cpu(x, weight_packed, weight_scale, bias, in_channels: int, ke
     cols = torch.empty(N * OH * OW, row_words, dtype=torch.int64)
     C.conv_im2col(xin.detach().numpy(), cols.numpy(), [kh, kw], [sh, sw], [ph, pw], [dh, dw], nhwc, nthreads)
     out = torch.empty(N, C_out, OH, OW, dtype=torch.float32)
-    # every padding bit is zero in both operands: nothing to mask (last_bits=64); the epilogue
-    # writes NCHW directly (out_hw)
-    w = weight_packed
+    # every padding bit is zero in both operands (the weight's cleared here, as the reference
+    # ignores them): nothing to mask (last_bits=64); the epilogue writes NCHW directly (out_hw)
+    w = clear_padding_bits(weight_packed.view(C_out, kh * kw, -1), Cin).view(C_out, -1)
     if row_words > w.shape[1]:
         w = torch.nn.functional.pad(w, (0, row_words - w.shape[1]))
     C.xnor_gemm(cols.numpy(), as_numpy(w), out.numpy(), kh * kw * Cin, nthreads, as_numpy(weight_scale), None,

@@ -16,7 +16,7 @@ import torch
 
 from .._nvrtc import as_cupy, launch
 from ..backend import cupy_available
-from .format import im2col_words, pack_signs, packed_words, pad_conv_rows
+from .format import clear_padding_bits, im2col_words, pack_signs, packed_words, pad_conv_rows
 from .op import binary_conv2d_kernels, binary_linear_kernels, xnor_gemm_kernels
 
 TILE = 16  # xnor.cu: 16 x 16 threads per 16 x 16 output tile
@@ -119,7 +119,8 @@ def binary_conv2d_cuda(x, weight_packed, weight_scale, bias, in_channels: int, k
     N, Cin, H, W = x.shape
     xw = pack_signs(x.permute(0, 2, 3, 1)).reshape(N, H, W, packed_words(Cin))
     cols, (OH, OW) = im2col_words(xw, Cin, kernel_size, stride, padding, dilation)
-    w = pad_conv_rows(weight_packed, Cin, *kernel_size)
+    C_out, (kh, kw) = weight_packed.shape[0], kernel_size
+    w = pad_conv_rows(clear_padding_bits(weight_packed.view(C_out, kh * kw, -1), Cin).view(C_out, -1), Cin, kh, kw)
     dots = xnor_gemm_cuda(cols, w, kernel_size[0] * kernel_size[1] * Cin, 64)  # padding bits all zero
     y = dots.to(x.dtype) * weight_scale
     if bias is not None:

@@ -42,6 +42,30 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
     return (bits * _bit_weights(x.device)).sum(dim=-1)
 
 
+def valid_bits(K: int, device=None) -> torch.Tensor:
+    """``[packed_words(K)]`` int64: the bits of a packed row that hold its K elements (every bit
+    but the padding of the last word)."""
+    mask = torch.full((packed_words(K),), -1, dtype=torch.int64, device=device)
+    if K % WORD_BITS:
+        mask[-1] = (1 << (K % WORD_BITS)) - 1
+    return mask
+
+
+def clear_padding_bits(words: torch.Tensor, K: int) -> torch.Tensor:
+    """``words [..., packed_words(K)]`` with the padding bits of each last word cleared (the same
+    tensor when K leaves no padding). The reference drops them; a kernel that counts every bit
+    of a row gets the same result from the cleared words."""
+    return words if K % WORD_BITS == 0 else words & valid_bits(K, words.device)
+
+
+def check_padding_bits(words: torch.Tensor, K: int, where: str) -> None:
+    """ValueError if a padding bit of ``words [..., packed_words(K)]`` is set: the format keeps
+    them zero (:func:`pack_signs`), so a set one means a corrupted or foreign packed tensor."""
+    if K % WORD_BITS and words.device.type != "meta" and bool((words[..., -1] & ~valid_bits(K, words.device)[-1]).any()):
+        raise ValueError(f"{where}: padding bits past element {K} of a packed row are set (the packed format keeps "
+                         "them zero: corrupted or foreign data)")
+
+
 def unpack_signs(words: torch.Tensor, K: int, dtype=torch.float32) -> torch.Tensor:
     """``[..., W]`` int64 words -> ``[..., K]`` of +-1 (padding bits dropped)."""
     if words.dtype != torch.int64:

@@ -23,7 +23,7 @@ from torch import nn
 from .._conv import pair
 from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
-from .format import pack_conv_weight, pack_signs, packed_words, unpack_signs
+from .format import check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
 from .op import binary_conv2d_impl, binary_linear_impl, sign_linear_impl
 from .reference import sign_pm1
 
@@ -75,6 +75,13 @@ class _LatentWeight:
         if not mode and self.latent_weight is not None:
             self._pack(self.latent_weight)  # eval runs the packed kernel on the current weights
         return super().train(mode)
+
+
+def _check_packed(words: torch.Tensor, K: int, where: str) -> None:
+    """A loaded packed weight: int64 words whose padding bits are zero."""
+    if words.dtype != torch.int64:
+        raise ValueError(f"{where}: weight_packed must be int64, got {words.dtype}")
+    check_padding_bits(words, K, f"{where}: weight_packed")
 
 
 class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
@@ -139,6 +146,9 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
 
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
+
+    def _validate_loaded(self, where: str) -> None:
+        _check_packed(self.weight_packed, self.in_features, where)
 
     def _stored_tensors(self) -> list:  # nbytes: packed weight, scales, bias (not the latent weight)
         return [self.weight_packed, self.weight_scale, self.bias]
@@ -219,6 +229,10 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
         if needs_dispatcher(x, self.bias):
             return torch.ops.sparsekit.binary_conv2d(*args)
         return binary_conv2d_impl(*args)
+
+    def _validate_loaded(self, where: str) -> None:
+        kh, kw = self.kernel_size
+        _check_packed(self.weight_packed.view(self.out_channels, kh * kw, -1), self.in_channels, where)
 
     def _stored_tensors(self) -> list:  # nbytes: packed weight, scales, bias
         return [self.weight_packed, self.weight_scale, self.bias]
