@@ -128,7 +128,17 @@ def needs_dispatcher(x, *params) -> bool:
     on a small layer; modules call the implementation directly for plain eager inference."""
     if type(x) is not torch.Tensor or torch.compiler.is_compiling():
         return True
-    return torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))
+    return tracks_grad(x, *params)
+
+
+def tracks_grad(x, *params) -> bool:
+    """Whether autograd records a call on ``x`` with these parameters: gradients are on and the
+    input or a parameter needs one. A parameter that is an inference tensor (made under
+    ``torch.inference_mode``) can never get a gradient, since autograd refuses to save it, so
+    it does not count: a model built under ``inference_mode`` and called with gradients on
+    runs its inference path, as ``nn.Linear`` does for an input that needs no gradient."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(p is not None and p.requires_grad and not p.is_inference() for p in params))
 
 
 def triton_available() -> bool:

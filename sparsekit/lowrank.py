@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backend import tracks_grad
 from .config import Config, register_handler
 
 
@@ -83,7 +84,9 @@ class LowRankLinear(nn.Module):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.v), self.u, self.bias)
+        # factors made under inference_mode and an input needing no gradient: nothing to record
+        with torch.set_grad_enabled(tracks_grad(x, self.v, self.u, self.bias)):
+            return F.linear(F.linear(x, self.v), self.u, self.bias)
 
     def extra_repr(self) -> str:
         err = "" if self.relative_error is None else f", relative_error={self.relative_error:.4f}"

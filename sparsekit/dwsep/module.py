@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._conv import pair
-from ..backend import needs_dispatcher
+from ..backend import needs_dispatcher, tracks_grad
 from .op import dwsep_conv2d_impl
 from .reference import ACTIVATIONS, activation_code, dwsep_conv2d_reference
 
@@ -125,7 +125,7 @@ class DepthwiseSeparableConv2d(nn.Module):
         args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, list(self.stride), list(self.padding),
                 list(self.dilation), self.act1, self.act2)
         params = (self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias)
-        if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
+        if tracks_grad(x, *params):
             return dwsep_conv2d_reference(*args)  # training: PyTorch's differentiable convolutions
         if needs_dispatcher(x):
             return torch.ops.sparsekit.dwsep_conv2d(*args)
