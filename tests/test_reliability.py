@@ -13,6 +13,7 @@ Expected outputs come from the reference backend on the same module.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import pytest
@@ -151,11 +152,12 @@ def test_training_a_module_built_under_inference_mode_fails_as_pytorch_does(name
 @pytest.mark.parametrize("name", list(MODULES))
 def test_threads_share_modules(name):
     """4 threads, each calling 10 layers of this kind (more than any per-process table of
-    weights could hold) in its own order, 3 rounds: every output equals the serial run's."""
+    weights could hold) in its own order, each at a small and a large M, 3 rounds: every
+    output equals the serial run's."""
     layers = [_build(name, seed) for seed in range(10)]
-    inputs = [_input(name, M, seed) for seed, M in enumerate([1, 3, 30, 64, 2, 7, 64, 1, 33, 5])]
+    inputs = [(_input(name, M, seed), _input(name, 64, seed)) for seed, M in enumerate([1, 3, 30, 2, 7, 1, 33, 5, 3, 1])]
     with torch.no_grad():
-        serial = [layer(x) for layer, x in zip(layers, inputs)]
+        serial = [(layer(a), layer(b)) for layer, (a, b) in zip(layers, inputs)]
     failures = []
 
     def work(t):
@@ -164,16 +166,21 @@ def test_threads_share_modules(name):
             with torch.no_grad():
                 for _ in range(3):
                     for i in order:
-                        if not torch.equal(layers[i](inputs[i]), serial[i]):
+                        if not all(torch.equal(layers[i](x), y) for x, y in zip(inputs[i], serial[i])):
                             failures.append(f"thread {t}: layer {i} differs from the serial run")
         except Exception as exc:  # noqa: BLE001 - reported below with its thread
             failures.append(f"thread {t}: {type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the interpreter between threads as often as it can: races show
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not failures, failures[:5]
 
 
