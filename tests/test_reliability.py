@@ -22,6 +22,10 @@ from torch import nn
 
 import sparsekit
 from sparsekit import _ext
+from sparsekit.binary import binary_conv2d_kernels, binary_linear_kernels, sign_linear_kernels
+from sparsekit.block_sparse import bsr_linear_kernels
+from sparsekit.codebook import codebook_linear_kernels, codebook_linear_q8_kernels
+from sparsekit.dwsep.op import dwsep_conv2d_kernels
 from sparsekit.nn import (
     BinaryConv2d,
     BinaryLinear,
@@ -30,6 +34,7 @@ from sparsekit.nn import (
     DepthwiseSeparableConv2d,
     LowRankLinear,
 )
+from sparsekit.testing import kernel_variants, run_variant
 
 pytestmark = pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 
@@ -240,3 +245,52 @@ def test_corrupted_state_dict_is_rejected_and_nothing_is_loaded(name, what, edit
         module.load_state_dict(state, strict=not drop_format)
     for k, v in module.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} changed by a rejected load ({what})"
+
+
+# ---------------------------------------------------------------- the registered ops themselves
+
+def _conv_args(m):
+    return [list(m.kernel_size), list(m.stride), list(m.padding), list(m.dilation)]
+
+
+KERNEL_TABLES = {
+    "bsr_linear": bsr_linear_kernels, "codebook_linear": codebook_linear_kernels,
+    "codebook_linear_q8": codebook_linear_q8_kernels, "binary_linear": binary_linear_kernels,
+    "sign_linear": sign_linear_kernels, "binary_conv2d": binary_conv2d_kernels, "dwsep_conv2d": dwsep_conv2d_kernels,
+}
+OPS = {  # op -> (module it takes its tensors from, its arguments)
+    "bsr_linear": ("bsr", lambda m, x: (x, m.values, m.col_indices, m.row_offsets, m.bias, m.out_features,
+                                        m.in_features)),
+    "codebook_linear": ("codebook", lambda m, x: (x, m.indices, m.codebook, m.bias, m.in_features, m.bits,
+                                                  m.group_size)),
+    "codebook_linear_q8": ("codebook_int8", lambda m, x: (x, m.indices, m.codebook, m.bias, m.in_features, m.bits,
+                                                          m.group_size)),
+    "binary_linear": ("xnor", lambda m, x: (x, m.weight_packed, m.weight_scale, m.bias, m.in_features,
+                                            m.input_scale)),
+    "sign_linear": ("binaryconnect", lambda m, x: (x, m.weight_packed, m.weight_scale, m.bias, m.in_features)),
+    "binary_conv2d": ("binary_conv", lambda m, x: (x, m.weight_packed, m.weight_scale, m.bias, m.in_channels,
+                                                   *_conv_args(m))),
+    "dwsep_conv2d": ("dwsep_channels_last", lambda m, x: (x, m.dw_weight, m.dw_bias, m.pw_weight, m.pw_bias,
+                                                          list(m.stride), list(m.padding), list(m.dilation), m.act1,
+                                                          m.act2)),
+}
+
+
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("built", list(MODES))
+@pytest.mark.parametrize("called", list(MODES))
+def test_registered_op_in_every_mode(op, built, called):
+    """torch.ops.sparsekit.<op> on tensors made in one mode (inference tensors included), called in
+    another, on every CPU kernel: the reference backend's result."""
+    name, make_args = OPS[op]
+    with MODES[built]():
+        module = _build(name).requires_grad_(False)
+        x = _input(name, 5)
+    args = make_args(module, x)
+    fn = getattr(torch.ops.sparsekit, op)
+    with torch.no_grad(), sparsekit.use_backend("reference"):
+        expected = fn(*args)
+    for variant in kernel_variants(KERNEL_TABLES[op], "cpu"):
+        with MODES[called](), run_variant(variant):
+            got = fn(*args)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4, msg=f"{op} on {variant}")
