@@ -195,6 +195,11 @@ def d64(t):
     return None if t is None else t.detach().double()
 
 
+def rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``t`` [..., n] as [rows, n] (explicit sizes: also when a dimension is 0)."""
+    return t.detach().reshape(math.prod(t.shape[:-1]), n)
+
+
 # ---------------------------------------------------------------- running and comparing
 
 
@@ -327,12 +332,12 @@ def linear_tol(ref: torch.Tensor, bound: torch.Tensor, K: int) -> torch.Tensor:
 def expected_dense_linear(x, w_dense, b, ref) -> Expected:
     """For the ops whose rule is ``x @ W.T + b`` with a dense weight (block-sparse, codebook)."""
     K, N = w_dense.shape[1], w_dense.shape[0]
-    x2 = x.detach().reshape(-1, K)
+    x2 = rows(x, K)
     is_nan, pinf, ninf, bound = linear_rule(x2, w_dense, b)
     lead = tuple(x.shape[:-1])
     r = ref.reshape(*lead, N)
     rs = lambda t: t.reshape(*lead, N)  # noqa: E731
-    return Expected(r, rs(linear_tol(r.reshape(-1, N), bound, K)), rs((bound > LIMIT) & ~is_nan), rs(is_nan),
+    return Expected(r, rs(linear_tol(rows(r, N), bound, K)), rs((bound > LIMIT) & ~is_nan), rs(is_nan),
                     rs(pinf), rs(ninf))
 
 
@@ -354,7 +359,7 @@ def expected_codebook_q8(x, packed, codebook, bias, K, bits, gs) -> Expected:
     N = packed.shape[0]
     lead = tuple(x.shape[:-1])
     ref = codebook_linear_q8_reference(d64(x), packed, codebook.detach(), d64(bias), K, bits, gs)
-    x2 = x.detach().reshape(-1, K).float()
+    x2 = rows(x, K).float()
     xq, xs = quantize_rows_q8(x2)
     q, cs = quantize_codebook_q8(codebook.detach())
     idx = unpack_indices(packed, bits, K)
@@ -363,7 +368,7 @@ def expected_codebook_q8(x, packed, codebook, bias, K, bits, gs) -> Expected:
     absdot = xq.double().abs() @ wq.double().abs().T
     scaled = xs.double()[:, None] * cs.double()[group][None, :] * absdot
     bf = fin(bias) if bias is not None else torch.zeros(N, dtype=torch.float64)
-    tol = 1e-6 * ref.reshape(-1, N).abs().nan_to_num(0, 0, 0) + 8 * EPS * (scaled + bf) + 4 * FLT_MIN
+    tol = 1e-6 * rows(ref, N).abs().nan_to_num(0, 0, 0) + 8 * EPS * (scaled + bf) + 4 * FLT_MIN
     # overflow: any product order of xscale, cscale and the integer sum (|.| <= 127 * 127 * K)
     xs_f = fin(x2).amax(dim=1) / 127 if K else torch.zeros(x2.shape[0], dtype=torch.float64)
     cs_f = fin(codebook).amax(dim=1)[group] / 127 if codebook.shape[1] else torch.zeros(N, dtype=torch.float64)
@@ -378,7 +383,7 @@ def expected_xnor(x, packed, scale, bias, K, input_scale) -> Expected:
     N = packed.shape[0]
     lead = tuple(x.shape[:-1])
     ref = binary_linear_reference(d64(x), packed, d64(scale), d64(bias), K, input_scale)
-    x2 = x.detach().reshape(-1, K)
+    x2 = rows(x, K)
     wsf = fin(scale)[None, :]
     bf = fin(bias)[None, :] if bias is not None else 0.0
     if input_scale:
@@ -391,7 +396,7 @@ def expected_xnor(x, packed, scale, bias, K, input_scale) -> Expected:
     else:
         tol = 4 * EPS * (K * wsf + bf)
         amb = (max(K, 1) * wsf.clamp_min(1) + bf) > LIMIT
-    tol = tol + 1e-6 * ref.reshape(-1, N).abs().nan_to_num(0, 0, 0) + 4 * FLT_MIN
+    tol = tol + 1e-6 * rows(ref, N).abs().nan_to_num(0, 0, 0) + 4 * FLT_MIN
     amb = amb.expand(x2.shape[0], N)
     return Expected(ref.reshape(*lead, N), tol.reshape(*lead, N), amb.reshape(*lead, N))
 
@@ -401,12 +406,12 @@ def expected_sign_linear(x, packed, scale, bias, K) -> Expected:
     N = packed.shape[0]
     lead = tuple(x.shape[:-1])
     ref = sign_linear_reference(d64(x), packed, d64(scale), d64(bias), K)
-    x2 = x.detach().reshape(-1, K)
+    x2 = rows(x, K)
     signs = unpack_signs(packed, K, torch.float64)
     is_nan, _, _, bound = linear_rule(x2, signs, None)
     wsf = fin(scale)[None, :]
     bf = fin(bias)[None, :] if bias is not None else 0.0
-    tol = 1e-6 * ref.reshape(-1, N).abs().nan_to_num(0, 0, 0) + (4 * math.sqrt(K) + 8) * EPS * (bound * wsf + bf) \
+    tol = 1e-6 * rows(ref, N).abs().nan_to_num(0, 0, 0) + (4 * math.sqrt(K) + 8) * EPS * (bound * wsf + bf) \
         + (K + 4) * FLT_MIN
     amb = ((2 * bound * wsf.clamp_min(1) + bf) > LIMIT) & ~is_nan
     return Expected(ref.reshape(*lead, N), tol.reshape(*lead, N), amb.reshape(*lead, N))
@@ -427,8 +432,10 @@ def expected_dwsep(x, dw, bd, pw, bp, stride, padding, dilation, act1, act2) -> 
     come from the same convolutions on |finite parts| in float64, stage by stage."""
     ref = dwsep_conv2d_reference(x, dw, bd, pw, bp, stride, padding, dilation, act1, act2)
     C = x.shape[1]
-    h = F.conv2d(fin(x), fin(dw), fin(bd), tuple(stride), tuple(padding), tuple(dilation), groups=C)
-    yb = F.conv2d(h, fin(pw), fin(bp))
+    f32 = lambda t: None if t is None else fin(t).float()  # noqa: E731  (bounds: float32 is exact enough
+    # and much faster; an overflow to inf is > LIMIT, and h is clamped before the second stage)
+    h = F.conv2d(f32(x), f32(dw), f32(bd), tuple(stride), tuple(padding), tuple(dilation), groups=C)
+    yb = F.conv2d(h.clamp_max(LIMIT * 10), f32(pw), f32(bp)).double()
     amb = (h > LIMIT).any(dim=1, keepdim=True) | (yb > LIMIT)
     taps = dw.shape[2] * dw.shape[3]
     tol = 1e-6 * ref.double().abs().nan_to_num(0, 0, 0) + 8 * EPS * (math.sqrt(taps) + math.sqrt(C) + 2) * yb \
