@@ -234,7 +234,8 @@ SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
   const bool swap = g.out_hw > 0 && g.out_f != nullptr;
   const int nt = g.nthreads > 0 ? g.nthreads : 1;
   const int64_t p_rows = swap ? g.N : g.M, q_rows = swap ? g.M : g.N;
-  if (!takes(g.M, g.N, swap, nt) || (g.out_hw > 0 && !swap)) return avx512vp::xnor_gemm(g);
+  // (rows of no words, K = 0: nothing for the tiles to multiply, and the block sizes below divide by W)
+  if (!takes(g.M, g.N, swap, nt) || (g.out_hw > 0 && !swap) || g.W == 0) return avx512vp::xnor_gemm(g);
   const int64_t W = g.W;
   const uint64_t* P = swap ? g.b : g.a;
   const uint64_t* Q = swap ? g.a : g.b;
@@ -587,9 +588,10 @@ SK_AMX void codebook_linear_q8_vnni(const CodebookQ8Args& a) {
 
 SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   if (a.M == 0 || a.N == 0) return;
-  if (a.M <= kVnniMaxRows) return codebook_q8_vnni(a);
-  const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t nch = (a.K + 63) / 64;
+  // K = 0 too: no chunk to put in a tile, and the block size below divides by nch
+  if (a.M <= kVnniMaxRows || nch == 0) return codebook_q8_vnni(a);
+  const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t q_block = imin((a.M + 31) / 32 * 32, std::max<int64_t>(32, kCbQBytes / (nch * 64) / 32 * 32));
   const int64_t pairs = q_block / 32, p_blocks = (a.N + 31) / 32;
   // with a single pair of activation panels (M <= 32) a weight block is expanded whole (2 x nch KB,
