@@ -40,7 +40,8 @@ static void build_codebook_tables(const CodebookLinearArgs& a, const float* x, c
 void codebook_linear(const CodebookLinearArgs& a) {
   if (a.M == 0 || a.N == 0) return;
   constexpr int64_t MC = 4;
-  const int64_t tstride = a.Wd * 8 * 16, G = (a.N + a.group_size - 1) / a.group_size, ncb = int64_t{1} << a.bits;
+  // (N - 1) / group_size + 1 groups: N + group_size - 1 could wrap for a huge group_size
+  const int64_t tstride = a.Wd * 8 * 16, G = (a.N - 1) / a.group_size + 1, ncb = int64_t{1} << a.bits;
   float* tb = static_cast<float*>(thread_scratch(sizeof(float) * MC * tstride, 0));
 #pragma omp parallel num_threads(a.nthreads)
   for (int64_t g = 0; g < G; ++g) {

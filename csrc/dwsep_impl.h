@@ -231,8 +231,9 @@ static void dw_transpose(const float* src, int64_t ss, float* dst, int64_t ds, i
 static void dw_depthwise(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t p0, int64_t P,
                          float* d) {
   const int64_t C = a.C, Cv = C - C % SK_VW;
-  // columns whose taps are all inside the row: ow_lo <= ow <= ow_hi
-  const int64_t ow_lo = (a.pw + a.sw - 1) / a.sw;
+  // columns whose taps are all inside the row: ow_lo <= ow <= ow_hi (ow_lo = ceil(pw / sw), which
+  // pw + sw - 1 could overflow for a huge stride)
+  const int64_t ow_lo = a.pw / a.sw + (a.pw % a.sw != 0);
   const int64_t span = a.W - 1 + a.pw - (a.kw - 1) * a.dw;
   const int64_t ow_hi = span < 0 ? -1 : span / a.sw;
   for (int64_t p = p0; p < p0 + P;) {

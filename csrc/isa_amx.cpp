@@ -18,8 +18,6 @@
 #include "isa_prelude.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <new>
 
 #include "isa.h"
 
@@ -204,24 +202,10 @@ SK_AMX static void epilogue(const XnorGemmArgs& g, bool swap, int64_t p0, int64_
   }
 }
 
-// Caller-thread buffer, grown as needed and kept (a fresh allocation per call would fault its
-// pages in every time).
-static int8_t* scratch(int64_t bytes) {
-  struct Buffer {
-    int8_t* p = nullptr;
-    int64_t n = 0;
-    ~Buffer() { std::free(p); }
-  };
-  static thread_local Buffer buf;
-  if (buf.n < bytes) {
-    std::free(buf.p);
-    buf.n = 0;
-    buf.p = static_cast<int8_t*>(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64)));
-    if (buf.p == nullptr) throw std::bad_alloc();
-    buf.n = bytes;
-  }
-  return buf.p;
-}
+// The calling thread's buffer for these kernels (isa.cpp's thread_scratch, a slot no other kernel
+// of a call uses), grown as needed and kept: a fresh allocation per call would fault its pages
+// in every time.
+static int8_t* scratch(int64_t bytes) { return static_cast<int8_t*>(thread_scratch(static_cast<size_t>(bytes), 3)); }
 
 bool takes(int64_t M, int64_t N, bool conv_out, int nthreads) {
   const int64_t q_rows = conv_out ? M : N;
