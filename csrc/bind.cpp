@@ -28,6 +28,15 @@ float* scratch(int64_t floats, const char* what) {
   return buf.data();
 }
 
+// The bitwise OR of n index words: the check of an empty batch's indices, which no kernel reads
+// (with a batch, the kernels OR the words during their own pass).
+uint32_t index_words_or(const py::array& idx) {
+  const auto* w = static_cast<const uint32_t*>(idx.data());
+  uint32_t r = 0;
+  for (int64_t i = 0, n = idx.size(); i < n; ++i) r |= w[i];
+  return r;
+}
+
 
 // Validates the BSR index arrays: O(nnz), before any kernel reads through them.
 void check_bsr_indices(const int32_t* row_off, int64_t Nb, const int32_t* cols, int64_t nnz, int64_t Kb) {
@@ -402,17 +411,28 @@ CodebookLinearArgs codebook_args(const py::array& x, const py::array& idx, const
   a.y = static_cast<float*>(y.mutable_data());
   a.M = M, a.N = N, a.K = K, a.Wd = Wd, a.bits = bits, a.field = field, a.group_size = group_size;
   a.nthreads = nthreads;
+  if (M == 0 && bits == 3) check_index_words(index_words_or(idx), bits, "indices");  // no kernel reads them
   return a;
+}
+
+// Runs a codebook kernel without the GIL, then checks the index words it read.
+template <typename Args>
+void run_codebook_kernel(void (*fn)(const Args&), Args& a) {
+  uint32_t words_or = 0;
+  a.words_or = &words_or;
+  {
+    py::gil_scoped_release release;
+    fn(a);
+  }
+  check_index_words(words_or, a.bits, "indices");
 }
 
 // y float32 [M, N] = x [M, K] @ (codebook[n / group_size][idx[n, k]]).T + bias
 void codebook_linear(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
                      py::array& y, int64_t bits, int64_t group_size, int nthreads) {
   py::array keep_b;
-  const CodebookLinearArgs a = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
-  const auto fn = kernels(current_isa()).codebook_linear;
-  py::gil_scoped_release release;
-  fn(a);
+  CodebookLinearArgs a = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
+  run_codebook_kernel(kernels(current_isa()).codebook_linear, a);
 }
 
 // The int8 option: y float32 [M, N] from x [M, K], indices and the float codebook [G, 2^bits],
@@ -440,9 +460,7 @@ void codebook_linear_q8(const py::array& x, const py::array& idx, const py::arra
   a.x = e.x, a.idx = e.idx, a.qcodebook = q.data(), a.cscale = cscale.data(), a.bias = e.bias, a.y = e.y;
   a.M = e.M, a.N = e.N, a.K = e.K, a.Wd = e.Wd, a.bits = e.bits, a.field = e.field, a.group_size = e.group_size;
   a.nthreads = nthreads;
-  const auto fn = kernels(current_isa()).codebook_linear_q8;
-  py::gil_scoped_release release;
-  fn(a);
+  run_codebook_kernel(kernels(current_isa()).codebook_linear_q8, a);
 }
 
 // out float32 [rows, K] = the weight rows row0 .. row0+rows-1 of a codebook weight (idx holds those rows)
@@ -466,8 +484,12 @@ void codebook_decode_py(const py::array& idx, const py::array& codebook, py::arr
   const auto* ip = static_cast<const uint32_t*>(idx.data());
   const auto* cp = static_cast<const float*>(codebook.data());
   auto* op = static_cast<float*>(out.mutable_data());
-  py::gil_scoped_release release;
-  codebook_decode(ip, idx.shape(1), cp, bits, field, group_size, row0, rows, K, op, nthreads);
+  uint32_t words_or;
+  {
+    py::gil_scoped_release release;
+    words_or = codebook_decode(ip, idx.shape(1), cp, bits, field, group_size, row0, rows, K, op, nthreads);
+  }
+  check_index_words(words_or, bits, "indices");
 }
 
 std::vector<uint8_t> huffman_lengths(const py::array& lengths) {

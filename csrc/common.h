@@ -74,6 +74,16 @@ inline std::size_t scratch_bytes(int64_t count, int64_t elem, const char* what) 
   return static_cast<std::size_t>(bytes);
 }
 
+// 3-bit codebook indices sit in 4-bit fields (codebook/format.py): the high bit of every field of
+// an index word, set only by an index >= 8, which is invalid (also in unused fields, which must be 0).
+constexpr uint32_t kField4HighBits = 0x88888888u;
+
+// Checks the bitwise OR of index words a kernel read: ValueError if a 3-bit index is >= 8.
+inline void check_index_words(uint32_t words_or, int64_t bits, const char* name) {
+  SK_CHECK(bits != 3 || (words_or & kField4HighBits) == 0,
+           name << ": an index is >= 8 (bits=3; every 4-bit field must be < 8)");
+}
+
 template <typename T>
 inline const char* dtype_name();
 template <>

@@ -609,6 +609,13 @@ def codebook(fn, M=2, N=4, K=16, bits=2, group_size=4, nthreads=1, x=None, idx=N
     getattr(C(), fn)(x, idx, cb, bias, f32(M, N) if out is None else out, bits, group_size, nthreads)
 
 
+def bad_3bit_indices(N=4, words=2, row=2, word=1, value=8 << 4):
+    """3-bit index words [N, words] holding one field >= 8."""
+    idx = i32(N, words)
+    idx[row, word] = value
+    return idx
+
+
 def codebook_cases(fn):
     def add(name, expect=(ValueError, TypeError), isas=False, **kw):
         register(f"{fn}_{name}", lambda: codebook(fn, **kw), expect, isas)
@@ -632,6 +639,10 @@ def codebook_cases(fn):
     add("bias_length_mismatch", bias=f32(3))
     add("zero_threads", nthreads=0)
     add("int64_indices", TypeError, idx=i64(4, 1))
+    add("three_bit_index_of_eight", isas=True, bits=3, idx=bad_3bit_indices())
+    add("three_bit_index_of_fifteen_many_rows", isas=True, M=20, N=40, bits=3, group_size=40,
+        idx=bad_3bit_indices(N=40, row=39, word=0, value=0xF))
+    add("three_bit_index_of_eight_empty_batch", M=0, bits=3, idx=bad_3bit_indices())  # no kernel runs
 
 
 codebook_cases("codebook_linear")
@@ -687,6 +698,20 @@ def codebook_decode_empty_codebook():
 @case()
 def codebook_decode_zero_threads():
     decode(nthreads=0)
+
+
+@case()
+def codebook_decode_three_bit_index_of_nine():
+    idx = i32(2, 2)
+    idx[1, 1] = 9 << 12
+    decode(idx=idx, cb=f32(1, 8), bits=3)
+
+
+@case()
+def codebook_decode_three_bit_padding_field_set():  # K = 12 of 16 fields: the unused ones must be 0
+    idx = i32(2, 2)
+    idx[0, 1] = np.int32(-(2**31))  # the last field's high bit
+    decode(idx=idx, cb=f32(1, 8), bits=3, out=f32(2, 12))
 
 
 # ---------------------------------------------------------------- Huffman coding
