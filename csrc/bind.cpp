@@ -17,15 +17,25 @@ namespace {
 
 
 // Per-thread scratch that only grows: a fresh buffer per call would pay page faults (and
-// zero-filling) on every call.
-float* scratch(size_t floats) {
+// zero-filling) on every call. `floats` comes from the arguments: checked and bounded first.
+float* scratch(int64_t floats, const char* what) {
   static thread_local std::vector<float> buf;
-  if (buf.size() < floats) {
+  const size_t n = scratch_bytes(floats, sizeof(float), what) / sizeof(float);
+  if (buf.size() < n) {
     buf.clear();
     buf.shrink_to_fit();
-    buf.resize(floats);
+    buf.resize(n);
   }
   return buf.data();
+}
+
+// The bitwise OR of n index words: the check of an empty batch's indices, which no kernel reads
+// (with a batch, the kernels OR the words during their own pass).
+uint32_t index_words_or(const py::array& idx) {
+  const auto* w = static_cast<const uint32_t*>(idx.data());
+  uint32_t r = 0;
+  for (int64_t i = 0, n = idx.size(); i < n; ++i) r |= w[i];
+  return r;
 }
 
 
@@ -53,10 +63,10 @@ BsrShape check_bsr(const py::array& values, const py::array& cols, const py::arr
   SK_CHECK(N >= 0 && K >= 0, "shape must be non-negative, got (" << N << ", " << K << ")");
   BsrShape s{values.shape(0), values.shape(1), values.shape(2), 0, 0};
   SK_CHECK(s.bh >= 1 && s.bw >= 1, "block size must be positive, got (" << s.bh << ", " << s.bw << ")");
-  s.Nb = (N + s.bh - 1) / s.bh;
-  s.Kb = (K + s.bw - 1) / s.bw;
+  s.Nb = ceil_div(N, s.bh);
+  s.Kb = ceil_div(K, s.bw);
   check_dim(cols, "col_indices", 0, s.nnz);
-  check_dim(row_off, "row_offsets", 0, s.Nb + 1);
+  check_dim(row_off, "row_offsets", 0, checked_add(s.Nb, 1, "ceil(N / bh) + 1 row offsets"));
   check_bsr_indices(static_cast<const int32_t*>(row_off.data()), s.Nb, static_cast<const int32_t*>(cols.data()),
                     s.nnz, s.Kb);
   return s;
@@ -66,7 +76,7 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
                 const py::object& bias, py::array& y, int64_t N, int64_t K, int64_t small_m, int nthreads) {
   check_array<float>(x, "x", 2);
   check_array<float>(y, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   const BsrShape s = check_bsr(values, cols, row_off, N, K);
   const int64_t M = x.shape(0);
   check_dim(x, "x", 1, K);
@@ -96,8 +106,16 @@ void bsr_linear(const py::array& x, const py::array& values, const py::array& co
   a.Kb = s.Kb;
   a.small_m = small_m;
   a.nthreads = nthreads;
-  const int64_t Kp = s.Kb * s.bw;
-  a.work = scratch(static_cast<size_t>(M <= small_m ? M * Kp : (Kp + s.Nb * s.bh) * kBsrPanel * nthreads) + 1);
+  if (M == 0 || N == 0) return;  // nothing to compute, no scratch to size
+  // the kernel's workspace: x padded to whole blocks (small M), or per thread a packed panel of
+  // kBsrPanel rows and its transposed output (large M)
+  const int64_t Kp = checked_mul(s.Kb, s.bw, "in_features padded to whole blocks");
+  const int64_t Np = checked_mul(s.Nb, s.bh, "out_features padded to whole blocks");
+  const int64_t work = M <= small_m ? checked_mul(M, Kp, "the padded activations")
+                                    : checked_mul(checked_mul(checked_add(Kp, Np, "the panel workspace"), kBsrPanel,
+                                                              "the panel workspace"),
+                                                  nthreads, "the panel workspace of every thread");
+  a.work = scratch(checked_add(work, 1, "bsr_linear's workspace"), "bsr_linear's workspace");
   const auto fn = kernels(current_isa()).bsr_linear;
   {
     py::gil_scoped_release release;
@@ -126,21 +144,25 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
                int64_t last_bits, int64_t out_hw) {
   check_array<int64_t>(a, "a", 2);
   check_array<int64_t>(b, "b", 2);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   const int64_t M = a.shape(0), N = b.shape(0), W = a.shape(1);
+  SK_CHECK(K >= 0, "K must be >= 0, got " << K);
   if (last_bits == 0) {  // one packed group per row
-    SK_CHECK(K >= 0 && (K + 63) / 64 == W,
-             "a and b must hold ceil(K/64) = " << (K + 63) / 64 << " words per row for K=" << K << ", got " << W);
+    SK_CHECK(ceil_div(K, 64) == W,
+             "a and b must hold ceil(K/64) = " << ceil_div(K, 64) << " words per row for K=" << K << ", got " << W);
     last_bits = K % 64 == 0 ? 64 : K % 64;
   }
   SK_CHECK(last_bits >= 1 && last_bits <= 64, "last_bits must be in [1, 64], got " << last_bits);
-  SK_CHECK(K >= 0 && K <= 64 * W, "K=" << K << " elements do not fit in " << W << " words per row");
+  SK_CHECK(K <= checked_mul(64, W, "the bits of a row (64 * words)"),
+           "K=" << K << " elements do not fit in " << W << " words per row");
   check_dim(b, "b", 1, W);
   XnorGemmArgs g{};
   py::array keep_c, keep_r, keep_b;
   SK_CHECK(out_hw >= 0, "out_hw must be >= 0, got " << out_hw);
   if (col_scale.is_none()) {  // int32 dot products
     SK_CHECK(out_hw == 0, "out_hw needs the float epilogue (col_scale)");
+    SK_CHECK(K <= std::numeric_limits<int32_t>::max(),
+             "K=" << K << ": the dot products do not fit the int32 output (pass col_scale for float output)");
     check_array<int32_t>(out, "out", 2, /*writable=*/true);
     check_dim(out, "out", 0, M);
     check_dim(out, "out", 1, N);
@@ -149,7 +171,7 @@ void xnor_gemm(const py::array& a, const py::array& b, py::array& out, int64_t K
     if (out_hw > 0) {
       check_array<float>(out, "out", 4, /*writable=*/true);
       SK_CHECK(M % out_hw == 0 && out.shape(0) == M / out_hw && out.shape(1) == N &&
-                   out.shape(2) * out.shape(3) == out_hw,
+                   checked_mul(out.shape(2), out.shape(3), "out.shape[2] * out.shape[3]") == out_hw,
                "out must have shape [" << M / out_hw << ", " << N << ", H, W] with H*W=" << out_hw);
     } else {
       check_array<float>(out, "out", 2, /*writable=*/true);
@@ -181,9 +203,9 @@ void sign_linear(const py::array& x, const py::array& w, const py::array& scale,
   check_array<float>(x, "x", 2);
   check_array<int64_t>(w, "w", 2);
   check_array<float>(y, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
-  check_dim(w, "w", 1, (K + 63) / 64);
+  check_dim(w, "w", 1, ceil_div(K, 64));
   check_dim(y, "out", 0, M);
   check_dim(y, "out", 1, N);
   py::array keep_s, keep_b;
@@ -197,9 +219,10 @@ void sign_linear(const py::array& x, const py::array& w, const py::array& scale,
   s.M = M;
   s.N = N;
   s.K = K;
-  s.W = (K + 63) / 64;
+  s.W = ceil_div(K, 64);
   s.nthreads = nthreads;
-  std::vector<float> rowsum(static_cast<size_t>(M) + 1);
+  if (M == 0 || N == 0) return;  // nothing to compute, no row sums to hold
+  std::vector<float> rowsum(scratch_bytes(M, sizeof(float), "the row sums") / sizeof(float));
   s.rowsum = rowsum.data();
   const auto fn = kernels(current_isa()).sign_linear;
   py::gil_scoped_release release;
@@ -210,8 +233,8 @@ void sign_linear(const py::array& x, const py::array& w, const py::array& scale,
 void pack_signs(const py::array& x, py::array& out, const py::object& scale, int nthreads) {
   check_array<float>(x, "x", 2);
   check_array<int64_t>(out, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
-  const int64_t R = x.shape(0), K = x.shape(1), W = (K + 63) / 64;
+  check_nthreads(nthreads);
+  const int64_t R = x.shape(0), K = x.shape(1), W = ceil_div(K, 64);
   check_dim(out, "out", 0, R);
   check_dim(out, "out", 1, W);
   PackSignsArgs p{};
@@ -234,9 +257,14 @@ void pack_signs(const py::array& x, py::array& out, const py::object& scale, int
 }
 
 // A convolution's geometry from a 4-D input (NCHW, or the memory of a channels_last tensor with
-// nhwc) and its per-axis kernel, stride, padding and dilation; checked before any use.
+// nhwc) and its per-axis kernel, stride, padding and dilation; checked before any use. Every
+// product and sum the kernels form from it fits in int64: H + 2 * ph, dh * (kh - 1), kh * kw and
+// the pixel counts below (an input pixel's or output pixel's offset is then at most such a sum).
 struct ConvGeometry {
   int64_t N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+  int64_t taps;        // kh * kw
+  int64_t in_pixels;   // N * H * W
+  int64_t out_pixels;  // N * OH * OW
 };
 ConvGeometry conv_geometry(const py::array& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
                            const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, bool nhwc) {
@@ -254,10 +282,22 @@ ConvGeometry conv_geometry(const py::array& x, const std::vector<int64_t>& kerne
   g.kh = kernel[0], g.kw = kernel[1], g.sh = stride[0], g.sw = stride[1];
   g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
   SK_CHECK(g.C >= 1, "x must have at least one channel");
-  SK_CHECK(g.H + 2 * g.ph >= g.dh * (g.kh - 1) + 1 && g.W + 2 * g.pw >= g.dw * (g.kw - 1) + 1,
-           "the padded input (" << g.H + 2 * g.ph << " x " << g.W + 2 * g.pw << ") is smaller than the dilated kernel");
-  g.OH = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
-  g.OW = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  const int64_t Hp = checked_add(g.H, checked_mul(2, g.ph, "2 * padding[0]"), "the padded input height");
+  const int64_t Wp = checked_add(g.W, checked_mul(2, g.pw, "2 * padding[1]"), "the padded input width");
+  const int64_t kh_span = checked_add(checked_mul(g.dh, g.kh - 1, "dilation[0] * (kernel[0] - 1)"), 1,
+                                      "the dilated kernel height");
+  const int64_t kw_span = checked_add(checked_mul(g.dw, g.kw - 1, "dilation[1] * (kernel[1] - 1)"), 1,
+                                      "the dilated kernel width");
+  SK_CHECK(Hp >= kh_span && Wp >= kw_span, "the padded input (" << Hp << " x " << Wp
+                                                                << ") is smaller than the dilated kernel (" << kh_span
+                                                                << " x " << kw_span << ")");
+  g.OH = (Hp - kh_span) / g.sh + 1;
+  g.OW = (Wp - kw_span) / g.sw + 1;
+  g.taps = checked_mul(g.kh, g.kw, "kernel[0] * kernel[1]");
+  g.in_pixels = checked_mul(checked_mul(g.N, g.H, "the input's pixels"), g.W, "the input's pixels");
+  checked_mul(g.in_pixels, g.C, "the input's elements");
+  g.out_pixels = checked_mul(checked_mul(g.N, g.OH, "the output's pixels"), g.OW, "the output's pixels");
+  checked_mul(g.OH, g.OW, "the output pixels of an image");
   return g;
 }
 
@@ -268,20 +308,22 @@ void conv_im2col(const py::array& x, py::array& out, const std::vector<int64_t>&
                  const std::vector<int64_t>& dilation, bool nhwc, int nthreads) {
   check_array<float>(x, "x", 4);
   check_array<int64_t>(out, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   const ConvGeometry g = conv_geometry(x, kernel, stride, padding, dilation, nhwc);
   ConvIm2colArgs a{};
   a.N = g.N, a.C = g.C, a.H = g.H, a.W = g.W;
   a.nhwc = nhwc;
-  a.Wc = (a.C + 63) / 64;
+  a.Wc = ceil_div(a.C, 64);
   a.kh = g.kh, a.kw = g.kw, a.sh = g.sh, a.sw = g.sw, a.ph = g.ph, a.pw = g.pw, a.dh = g.dh, a.dw = g.dw;
   a.OH = g.OH, a.OW = g.OW;
-  check_dim(out, "out", 0, a.N * a.OH * a.OW);
+  check_dim(out, "out", 0, g.out_pixels);
   a.row_words = out.shape(1);
-  SK_CHECK(a.row_words >= a.kh * a.kw * a.Wc,
-           "out must hold at least kh*kw*ceil(C/64) = " << a.kh * a.kw * a.Wc << " words per row, got " << a.row_words);
-  static thread_local std::vector<uint64_t> pix;
-  const size_t need = static_cast<size_t>(a.N * a.H * a.W * a.Wc);
+  const int64_t field_words = checked_mul(g.taps, a.Wc, "kh * kw * ceil(C/64) words");
+  SK_CHECK(a.row_words >= field_words,
+           "out must hold at least kh*kw*ceil(C/64) = " << field_words << " words per row, got " << a.row_words);
+  static thread_local std::vector<uint64_t> pix;  // every input pixel's channels as sign words
+  const size_t need = scratch_bytes(checked_mul(g.in_pixels, a.Wc, "the packed input pixels"),
+                                    sizeof(uint64_t), "the packed input pixels") / sizeof(uint64_t);
   if (pix.size() < need) pix.resize(need);
   a.x = static_cast<const float*>(x.data());
   a.pix = pix.data();
@@ -304,7 +346,7 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
   check_array<float>(wd, "depthwise_weight", 2);
   check_array<float>(wp, "pointwise_weight", 2);
   check_array<float>(y, "out", 4, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   SK_CHECK(act1 >= 0 && act1 <= 3 && act2 >= 0 && act2 <= 3, "act1 and act2 must be in 0..3, got " << act1 << ", "
                                                                                                      << act2);
   const ConvGeometry g = conv_geometry(x, kernel, stride, padding, dilation, nhwc);
@@ -313,7 +355,7 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
   a.kh = g.kh, a.kw = g.kw, a.sh = g.sh, a.sw = g.sw, a.ph = g.ph, a.pw = g.pw, a.dh = g.dh, a.dw = g.dw;
   a.OH = g.OH, a.OW = g.OW;
   check_dim(wd, "depthwise_weight", 0, a.C);
-  check_dim(wd, "depthwise_weight", 1, a.kh * a.kw);
+  check_dim(wd, "depthwise_weight", 1, g.taps);
   a.Co = wp.shape(0);
   check_dim(wp, "pointwise_weight", 1, a.C);
   check_dim(y, "out", 0, a.N);
@@ -328,7 +370,7 @@ void dwsep_conv2d(const py::array& x, const py::array& wd, const py::object& bd,
     SK_CHECK(nhwc, "pointwise_weight_t is for channels_last (nhwc) only");
     keep_t = wpt.cast<py::array>();
     check_array<float>(keep_t, "pointwise_weight_t", 3);
-    check_dim(keep_t, "pointwise_weight_t", 0, (a.Co + 63) / 64);
+    check_dim(keep_t, "pointwise_weight_t", 0, ceil_div(a.Co, 64));
     check_dim(keep_t, "pointwise_weight_t", 1, a.C);
     check_dim(keep_t, "pointwise_weight_t", 2, 64);
     a.wpt = static_cast<const float*>(keep_t.data());
@@ -351,14 +393,15 @@ CodebookLinearArgs codebook_args(const py::array& x, const py::array& idx, const
   check_array<int32_t>(idx, "indices", 2);
   check_array<float>(codebook, "codebook", 2);
   check_array<float>(y, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   SK_CHECK(bits >= 1 && bits <= 4, "bits must be 1, 2, 3 or 4, got " << bits);
   SK_CHECK(group_size >= 1, "group_size must be >= 1, got " << group_size);
   const int64_t M = x.shape(0), K = x.shape(1), N = idx.shape(0);
-  const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = (K + per - 1) / per;
+  const int64_t field = bits == 3 ? 4 : bits, per = 32 / field, Wd = ceil_div(K, per);
   check_dim(idx, "indices", 1, Wd);
-  SK_CHECK(Wd * 16 < (int64_t{1} << 29), "in_features=" << K << " is too large for the codebook kernels");
-  check_dim(codebook, "codebook", 0, (N + group_size - 1) / group_size);
+  // the table-lookup kernel gathers 16 rows' words at int32 offsets (16 * Wd)
+  SK_CHECK(Wd < (int64_t{1} << 25), "in_features=" << K << " is too large for the codebook kernels");
+  check_dim(codebook, "codebook", 0, ceil_div(N, group_size));
   check_dim(codebook, "codebook", 1, int64_t{1} << bits);
   check_dim(y, "out", 0, M);
   check_dim(y, "out", 1, N);
@@ -370,17 +413,28 @@ CodebookLinearArgs codebook_args(const py::array& x, const py::array& idx, const
   a.y = static_cast<float*>(y.mutable_data());
   a.M = M, a.N = N, a.K = K, a.Wd = Wd, a.bits = bits, a.field = field, a.group_size = group_size;
   a.nthreads = nthreads;
+  if (M == 0 && bits == 3) check_index_words(index_words_or(idx), bits, "indices");  // no kernel reads them
   return a;
+}
+
+// Runs a codebook kernel without the GIL, then checks the index words it read.
+template <typename Args>
+void run_codebook_kernel(void (*fn)(const Args&), Args& a) {
+  uint32_t words_or = 0;
+  a.words_or = &words_or;
+  {
+    py::gil_scoped_release release;
+    fn(a);
+  }
+  check_index_words(words_or, a.bits, "indices");
 }
 
 // y float32 [M, N] = x [M, K] @ (codebook[n / group_size][idx[n, k]]).T + bias
 void codebook_linear(const py::array& x, const py::array& idx, const py::array& codebook, const py::object& bias,
                      py::array& y, int64_t bits, int64_t group_size, int nthreads) {
   py::array keep_b;
-  const CodebookLinearArgs a = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
-  const auto fn = kernels(current_isa()).codebook_linear;
-  py::gil_scoped_release release;
-  fn(a);
+  CodebookLinearArgs a = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
+  run_codebook_kernel(kernels(current_isa()).codebook_linear, a);
 }
 
 // The int8 option: y float32 [M, N] from x [M, K], indices and the float codebook [G, 2^bits],
@@ -391,7 +445,7 @@ void codebook_linear_q8(const py::array& x, const py::array& idx, const py::arra
                         py::array& y, int64_t bits, int64_t group_size, int nthreads) {
   py::array keep_b;
   const CodebookLinearArgs e = codebook_args(x, idx, codebook, bias, y, bits, group_size, nthreads, keep_b);
-  const int64_t G = (e.N + group_size - 1) / group_size, ncb = int64_t{1} << bits;
+  const int64_t G = ceil_div(e.N, group_size), ncb = int64_t{1} << bits;  // G = codebook.shape[0]: it exists
   std::vector<int8_t> q(static_cast<size_t>(G * 16));
   std::vector<float> cscale(static_cast<size_t>(G));
   for (int64_t g = 0; g < G; ++g) {
@@ -416,9 +470,7 @@ void codebook_linear_q8(const py::array& x, const py::array& idx, const py::arra
   a.x = e.x, a.idx = e.idx, a.qcodebook = q.data(), a.cscale = cscale.data(), a.bias = e.bias, a.y = e.y;
   a.M = e.M, a.N = e.N, a.K = e.K, a.Wd = e.Wd, a.bits = e.bits, a.field = e.field, a.group_size = e.group_size;
   a.nthreads = nthreads;
-  const auto fn = kernels(current_isa()).codebook_linear_q8;
-  py::gil_scoped_release release;
-  fn(a);
+  run_codebook_kernel(kernels(current_isa()).codebook_linear_q8, a);
 }
 
 // out float32 [rows, K] = the weight rows row0 .. row0+rows-1 of a codebook weight (idx holds those rows)
@@ -427,27 +479,35 @@ void codebook_decode_py(const py::array& idx, const py::array& codebook, py::arr
   check_array<int32_t>(idx, "indices", 2);
   check_array<float>(codebook, "codebook", 2);
   check_array<float>(out, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   SK_CHECK(bits >= 1 && bits <= 4, "bits must be 1, 2, 3 or 4, got " << bits);
-  SK_CHECK(group_size >= 1 && row0 >= 0, "need group_size >= 1 and row0 >= 0");
+  SK_CHECK(group_size >= 1, "group_size must be >= 1, got " << group_size);
+  SK_CHECK(row0 >= 0, "row0 must be >= 0, got " << row0);
   const int64_t rows = out.shape(0), K = out.shape(1), field = bits == 3 ? 4 : bits, per = 32 / field;
   check_dim(idx, "indices", 0, rows);
-  check_dim(idx, "indices", 1, (K + per - 1) / per);
+  check_dim(idx, "indices", 1, ceil_div(K, per));
   check_dim(codebook, "codebook", 1, int64_t{1} << bits);
-  SK_CHECK(rows == 0 || (row0 + rows - 1) / group_size < codebook.shape(0),
-           "codebook has " << codebook.shape(0) << " groups, rows up to " << row0 + rows << " need "
-                           << (row0 + rows - 1) / group_size + 1);
+  const int64_t end = checked_add(row0, rows, "row0 + rows");  // every row index below fits
+  SK_CHECK(rows == 0 || (end - 1) / group_size < codebook.shape(0),
+           "codebook has " << codebook.shape(0) << " groups, rows up to " << end << " need "
+                           << (end - 1) / group_size + 1);
   const auto* ip = static_cast<const uint32_t*>(idx.data());
   const auto* cp = static_cast<const float*>(codebook.data());
   auto* op = static_cast<float*>(out.mutable_data());
-  py::gil_scoped_release release;
-  codebook_decode(ip, idx.shape(1), cp, bits, field, group_size, row0, rows, K, op, nthreads);
+  uint32_t words_or;
+  {
+    py::gil_scoped_release release;
+    words_or = codebook_decode(ip, idx.shape(1), cp, bits, field, group_size, row0, rows, K, op, nthreads);
+  }
+  check_index_words(words_or, bits, "indices");
 }
 
 std::vector<uint8_t> huffman_lengths(const py::array& lengths) {
   if (!lengths.dtype().is(py::dtype::of<uint8_t>()))
     throw py::type_error("lengths must be uint8, got " + std::string(py::str(lengths.dtype())));
   SK_CHECK(lengths.ndim() == 1 && (lengths.flags() & py::array::c_style), "lengths must be a contiguous 1-D array");
+  // symbols are int32: an alphabet past 2^31 could not be addressed (and its Kraft sum could wrap)
+  SK_CHECK(lengths.shape(0) <= (int64_t{1} << 31), "lengths must have at most 2^31 entries, got " << lengths.shape(0));
   const auto* p = static_cast<const uint8_t*>(lengths.data());
   return std::vector<uint8_t>(p, p + lengths.shape(0));
 }
@@ -474,7 +534,7 @@ void huffman_decode_py(const py::bytes& data, const py::array& lengths, py::arra
 void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
                      int nthreads) {
   check_array<float>(out, "out", 2, /*writable=*/true);
-  SK_CHECK(nthreads >= 1, "nthreads must be >= 1, got " << nthreads);
+  check_nthreads(nthreads);
   const int64_t N = out.shape(0), K = out.shape(1);
   const BsrShape s = check_bsr(values, cols, row_off, N, K);
   const auto* v = static_cast<const float*>(values.data());
@@ -510,9 +570,11 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "xnor_row_words",
       [](int64_t words, int64_t M, int64_t N, bool conv_out, int nthreads) {
+        SK_CHECK(words >= 0 && M >= 0 && N >= 0, "words, M and N must be >= 0, got " << words << ", " << M << ", " << N);
+        sk::check_nthreads(nthreads);
         // the AMX tiles take any row length; the vector kernels prefer whole 8-word vectors
         if (sk::current_isa() == sk::Isa::amx && sk::amx::takes(M, N, conv_out, nthreads)) return words;
-        return (words + 7) / 8 * 8;
+        return sk::round_up(words, 8, "words rounded up to 8");
       },
       py::arg("words"), py::arg("M"), py::arg("N"), py::arg("conv_out"), py::arg("nthreads"),
       "Row length (words) the XNOR GEMM runs fastest on for these sizes: words, or rounded up to 8.");

@@ -246,7 +246,7 @@ static void store_rows(const BsrLinearArgs& a, const float* yt, int64_t m0, int6
 
 // Block rows per chunk when a thread owns a whole panel: the chunk's transposed output
 // (about 256 x MP floats) stays in L2 next to the packed panel.
-static int64_t rows_per_chunk(int64_t bh) { return (256 + bh - 1) / bh; }
+static int64_t rows_per_chunk(int64_t bh) { return 256 / bh + (256 % bh != 0); }  // ceil(256 / bh), no 256 + bh
 
 // work: per thread, Kp*MP floats for a packed panel and Np*MP for transposed output.
 // With enough panels and a weight that stays cache-resident, each thread takes whole

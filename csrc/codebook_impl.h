@@ -6,18 +6,24 @@
 // nibble can take, built per activation row and per codebook group with one FMA per index, so
 // a VPERMPS does 16 rows x (4 / field) multiply-accumulates: 64 at 1 bit, 32 at 2 bits, 16 at
 // 3-4 bits. Other ISAs decode each weight row to floats once and take dot products.
-// Fields wider than `bits` (3-bit indices in 4-bit fields) use their low `bits` bits.
+// Fields wider than `bits` (3-bit indices in 4-bit fields) are read through their low `bits`
+// bits, so an invalid index (>= 8) never reads past its codebook; every path ORs the index words
+// it reads into args.words_or, from which the caller reports such an index.
 
-// out[k] = table[field k of row, low bits emask] for k < K (fields of f bits, 32 / f per word)
+// out[k] = table[field k of row, low bits emask] for k < K (fields of f bits, 32 / f per word);
+// returns the bitwise OR of the row's words
 template <typename T>
-static inline void decode_row(const uint32_t* row, int64_t Wd, int64_t f, int64_t emask, int64_t K, const T* table,
-                              T* out) {
+static inline uint32_t decode_row(const uint32_t* row, int64_t Wd, int64_t f, int64_t emask, int64_t K,
+                                  const T* table, T* out) {
   const int64_t per = 32 / f;
+  uint32_t seen = 0;
   for (int64_t wd = 0; wd < Wd; ++wd) {
     uint32_t word = row[wd];
+    seen |= word;
     const int64_t k0 = wd * per, nk = K - k0 < per ? K - k0 : per;
     for (int64_t i = 0; i < nk; ++i, word >>= f) out[k0 + i] = table[word & emask];
   }
+  return seen;
 }
 
 #if SK_VW == 16
@@ -40,9 +46,11 @@ static void build_codebook_tables(const CodebookLinearArgs& a, const float* x, c
 void codebook_linear(const CodebookLinearArgs& a) {
   if (a.M == 0 || a.N == 0) return;
   constexpr int64_t MC = 4;
-  const int64_t tstride = a.Wd * 8 * 16, G = (a.N + a.group_size - 1) / a.group_size, ncb = int64_t{1} << a.bits;
+  // (N - 1) / group_size + 1 groups: N + group_size - 1 could wrap for a huge group_size
+  const int64_t tstride = a.Wd * 8 * 16, G = (a.N - 1) / a.group_size + 1, ncb = int64_t{1} << a.bits;
   float* tb = static_cast<float*>(thread_scratch(sizeof(float) * MC * tstride, 0));
-#pragma omp parallel num_threads(a.nthreads)
+  uint32_t seen = 0;
+#pragma omp parallel num_threads(a.nthreads) reduction(| : seen)
   for (int64_t g = 0; g < G; ++g) {
     const int64_t r0 = g * a.group_size, r1 = imin(a.N, r0 + a.group_size), tiles = (r1 - r0 + 15) / 16;
     for (int64_t m0 = 0; m0 < a.M; m0 += MC) {
@@ -56,11 +64,12 @@ void codebook_linear(const CodebookLinearArgs& a) {
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t n0 = r0 + 16 * t;
         const LutTile tile{a.idx + n0 * a.Wd, a.Wd, a.Wd, tb, tstride, imin(16, r1 - n0), nullptr,
-                           a.bias ? a.bias + n0 : nullptr, a.y + m0 * a.N + n0, a.N};
+                           a.bias ? a.bias + n0 : nullptr, a.y + m0 * a.N + n0, a.N, &seen};
         lut_tile_rows(tile, mc);
       }
     }
   }
+  *a.words_or |= seen;
 }
 
 #else
@@ -73,14 +82,15 @@ void codebook_linear(const CodebookLinearArgs& a) {
   // could not be reported)
   const int64_t stride = (K + SK_VW + 15) / 16 * 16;
   float* rows = static_cast<float*>(thread_scratch(sizeof(float) * stride * a.nthreads, 0));
-#pragma omp parallel num_threads(a.nthreads)
+  uint32_t seen = 0;
+#pragma omp parallel num_threads(a.nthreads) reduction(| : seen)
   {
     float* w = rows + stride * omp_get_thread_num();
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < a.N; ++n) {
       const float* cb = a.codebook + (n / a.group_size) * (emask + 1);
       const uint32_t* row = a.idx + n * a.Wd;
-      decode_row(row, a.Wd, f, emask, K, cb, w);
+      seen |= decode_row(row, a.Wd, f, emask, K, cb, w);
       for (int64_t m = 0; m < a.M; ++m) {
         const float* x = a.x + m * K;
         vw acc = vw{};
@@ -91,6 +101,7 @@ void codebook_linear(const CodebookLinearArgs& a) {
       }
     }
   }
+  *a.words_or |= seen;
 }
 #endif
 
@@ -122,7 +133,8 @@ void codebook_linear_q8(const CodebookQ8Args& a) {
   float* xs = static_cast<float*>(thread_scratch(sizeof(float) * a.M, 2));
   const int64_t stride = (K + 63) / 64 * 64;
   int8_t* rows = static_cast<int8_t*>(thread_scratch(stride * a.nthreads, 0));
-#pragma omp parallel num_threads(a.nthreads)
+  uint32_t seen = 0;
+#pragma omp parallel num_threads(a.nthreads) reduction(| : seen)
   {
 #pragma omp for schedule(static)
     for (int64_t m = 0; m < a.M; ++m) xs[m] = quantize_row_q8(a.x + m * K, K, xq + m * K);
@@ -132,7 +144,7 @@ void codebook_linear_q8(const CodebookQ8Args& a) {
       const int64_t g = n / a.group_size;
       const int8_t* qcb = a.qcodebook + g * 16;
       const uint32_t* row = a.idx + n * a.Wd;
-      decode_row(row, a.Wd, f, emask, K, qcb, w);
+      seen |= decode_row(row, a.Wd, f, emask, K, qcb, w);
       for (int64_t m = 0; m < a.M; ++m) {
         const int8_t* q = xq + m * K;
         int32_t acc = 0;
@@ -141,4 +153,5 @@ void codebook_linear_q8(const CodebookQ8Args& a) {
       }
     }
   }
+  *a.words_or |= seen;
 }

@@ -231,8 +231,9 @@ static void dw_transpose(const float* src, int64_t ss, float* dst, int64_t ds, i
 static void dw_depthwise(const DwsepArgs& a, const float* src, const float* wdt, int64_t Cs, int64_t p0, int64_t P,
                          float* d) {
   const int64_t C = a.C, Cv = C - C % SK_VW;
-  // columns whose taps are all inside the row: ow_lo <= ow <= ow_hi
-  const int64_t ow_lo = (a.pw + a.sw - 1) / a.sw;
+  // columns whose taps are all inside the row: ow_lo <= ow <= ow_hi (ow_lo = ceil(pw / sw), which
+  // pw + sw - 1 could overflow for a huge stride)
+  const int64_t ow_lo = a.pw / a.sw + (a.pw % a.sw != 0);
   const int64_t span = a.W - 1 + a.pw - (a.kw - 1) * a.dw;
   const int64_t ow_hi = span < 0 ? -1 : span / a.sw;
   for (int64_t p = p0; p < p0 + P;) {
@@ -255,12 +256,13 @@ void dwsep_conv2d(const DwsepArgs& a) {
   if (a.N == 0 || OHW == 0 || Co == 0) return;
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t Cs = (C + SK_VW - 1) / SK_VW * SK_VW, Cop = (Co + DW_PANEL - 1) / DW_PANEL * DW_PANEL;
-  // pixels per tile: the tile's depthwise output at most about 64 KB (L2); the tiles of all
-  // images a multiple of the thread count, at least 2 per thread where the images allow (no
-  // thread idles for a last tile); a multiple of the micro-kernel's pixel block (channels_last:
-  // rows of DW_R pixels; NCHW: vectors of pixels)
+  // pixels per tile: the tile's depthwise output at most about 64 KB (L2), but never fewer than
+  // one pixel block (past 16384 channels a single pixel's output is larger than that); the
+  // tiles of all images a multiple of the thread count, at least 2 per thread where the images
+  // allow (no thread idles for a last tile); a multiple of the micro-kernel's pixel block
+  // (channels_last: rows of DW_R pixels; NCHW: vectors of pixels)
   const int64_t g = a.nhwc ? DW_R : SK_VW;
-  const int64_t P_max = imin(OHW, (16384 / C + g - 1) / g * g);
+  const int64_t P_max = imin(OHW, imax(g, (16384 / C + g - 1) / g * g));
   int64_t per_image = (OHW + P_max - 1) / P_max;
   while (a.N * per_image < 2 * nt && per_image < (OHW + g - 1) / g) ++per_image;
   while ((a.N * per_image) % nt != 0 && per_image < (OHW + g - 1) / g) ++per_image;

@@ -15,9 +15,13 @@ std::vector<uint32_t> canonical_codes(const std::vector<uint8_t>& lengths, std::
     if (l > kMaxLen) throw std::invalid_argument("huffman: code length above 32");
     if (l) ++count[l];
   }
-  uint64_t kraft = 0;  // in units of 2^-kMaxLen
-  for (int l = 1; l <= kMaxLen; ++l) kraft += static_cast<uint64_t>(count[l]) << (kMaxLen - l);
-  if (kraft > (uint64_t{1} << kMaxLen)) throw std::invalid_argument("huffman: code lengths do not form a prefix code");
+  // Kraft sum in units of 2^-kMaxLen, checked term by term: a term is at most (alphabet size <=
+  // 2^31) * 2^31 and the sum so far at most 2^32, so nothing wraps
+  uint64_t kraft = 0;
+  for (int l = 1; l <= kMaxLen; ++l) {
+    kraft += static_cast<uint64_t>(count[l]) << (kMaxLen - l);
+    if (kraft > (uint64_t{1} << kMaxLen)) throw std::invalid_argument("huffman: code lengths do not form a prefix code");
+  }
   std::vector<uint64_t> next(kMaxLen + 2, 0);
   uint64_t code = 0;
   for (int l = 1; l <= kMaxLen; ++l) {

@@ -1,6 +1,8 @@
 #include "isa.h"
 
 #include <cstdlib>
+
+#include "common.h"
 #include <new>
 #include <stdexcept>
 
@@ -186,6 +188,7 @@ void* thread_scratch(std::size_t bytes, int slot) {
   if (slot < 0 || slot >= 8) throw std::invalid_argument("thread_scratch: slot must be in [0, 8)");
   Buffer& b = bufs[slot];
   if (b.n < bytes) {
+    scratch_bytes(static_cast<int64_t>(bytes), 1, "a kernel's scratch buffer");  // no more than the machine has
     std::free(b.p);
     b.n = 0;
     b.p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);

@@ -18,8 +18,6 @@
 #include "isa_prelude.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <new>
 
 #include "isa.h"
 
@@ -204,24 +202,10 @@ SK_AMX static void epilogue(const XnorGemmArgs& g, bool swap, int64_t p0, int64_
   }
 }
 
-// Caller-thread buffer, grown as needed and kept (a fresh allocation per call would fault its
-// pages in every time).
-static int8_t* scratch(int64_t bytes) {
-  struct Buffer {
-    int8_t* p = nullptr;
-    int64_t n = 0;
-    ~Buffer() { std::free(p); }
-  };
-  static thread_local Buffer buf;
-  if (buf.n < bytes) {
-    std::free(buf.p);
-    buf.n = 0;
-    buf.p = static_cast<int8_t*>(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64)));
-    if (buf.p == nullptr) throw std::bad_alloc();
-    buf.n = bytes;
-  }
-  return buf.p;
-}
+// The calling thread's buffer for these kernels (isa.cpp's thread_scratch, a slot no other kernel
+// of a call uses), grown as needed and kept: a fresh allocation per call would fault its pages
+// in every time.
+static int8_t* scratch(int64_t bytes) { return static_cast<int8_t*>(thread_scratch(static_cast<size_t>(bytes), 3)); }
 
 bool takes(int64_t M, int64_t N, bool conv_out, int nthreads) {
   const int64_t q_rows = conv_out ? M : N;
@@ -234,7 +218,8 @@ SK_AMX void xnor_gemm(const XnorGemmArgs& g) {
   const bool swap = g.out_hw > 0 && g.out_f != nullptr;
   const int nt = g.nthreads > 0 ? g.nthreads : 1;
   const int64_t p_rows = swap ? g.N : g.M, q_rows = swap ? g.M : g.N;
-  if (!takes(g.M, g.N, swap, nt) || (g.out_hw > 0 && !swap)) return avx512vp::xnor_gemm(g);
+  // (rows of no words, K = 0: nothing for the tiles to multiply, and the block sizes below divide by W)
+  if (!takes(g.M, g.N, swap, nt) || (g.out_hw > 0 && !swap) || g.W == 0) return avx512vp::xnor_gemm(g);
   const int64_t W = g.W;
   const uint64_t* P = swap ? g.b : g.a;
   const uint64_t* Q = swap ? g.a : g.b;
@@ -332,10 +317,10 @@ SK_AMX static inline __m512i make_table(const RowExpander& e, const int8_t* qcb,
 // The 64 centroid bytes (xor flip: 0, or 0x80 for + 128 as unsigned bytes), in perm order, of
 // chunk c of a row: indices src, tbl the row's table (make_table), qcb its centroids; F = field
 // bits; FULL: the chunk lies wholly inside the row (no masked load). Bytes past the row read as
-// index 0: the activations there are 0.
+// index 0: the activations there are 0. The chunk's index words are ORed into seen (32-bit lanes).
 template <int F, bool FULL>
 SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* src, int64_t c, __m512i tbl,
-                                          const int8_t* qcb, char flip) {
+                                          const int8_t* qcb, char flip, __m512i& seen) {
   const int64_t off = c * 8 * F;
   if constexpr (F == 1) {
     uint64_t bits = 0;
@@ -344,6 +329,7 @@ SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* s
     } else {
       for (int64_t b = 0; b < 8 && b < e.row_bytes - off; ++b) bits |= static_cast<uint64_t>(src[off + b]) << (8 * b);
     }
+    seen = _mm512_or_si512(seen, _mm512_set1_epi64(static_cast<long long>(bits)));
     return _mm512_mask_blend_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(static_cast<char>(qcb[0] ^ flip)),
                                   _mm512_set1_epi8(static_cast<char>(qcb[1] ^ flip)));
   } else {
@@ -359,6 +345,7 @@ SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* s
                                                        src + off);
       raw = _mm512_broadcast_i64x4(r);
     }
+    seen = _mm512_or_si512(seen, raw);
     return _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(e.shift, raw), tbl);
   }
 }
@@ -367,8 +354,9 @@ SK_AMX static inline __m512i expand_chunk(const RowExpander& e, const uint8_t* s
 // centroids, row-major tiles [2][kw][16][64].
 template <int F>
 SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, const RowExpander& e, int64_t n0, int64_t valid,
-                                      int64_t c0, int64_t kw, int8_t* dst) {
+                                      int64_t c0, int64_t kw, int8_t* dst, uint32_t& words_or) {
   const int64_t full = e.row_bytes / (8 * F);  // chunks wholly inside a row
+  __m512i seen = _mm512_setzero_si512();
   for (int64_t i = 0; i < 32; ++i) {
     int8_t* row = dst + (i / 16) * kw * kTile + (i % 16) * 64;
     if (i >= valid) {
@@ -380,11 +368,12 @@ SK_AMX static void expand_weight_rows(const CodebookQ8Args& a, const RowExpander
     const __m512i tbl = make_table(e, qcb, 0);
     const uint8_t* src = reinterpret_cast<const uint8_t*>(a.idx + n * a.Wd);
     for (int64_t c = 0; c < kw; ++c) {
-      const __m512i w = c0 + c < full ? expand_chunk<F, true>(e, src, c0 + c, tbl, qcb, 0)
-                                      : expand_chunk<F, false>(e, src, c0 + c, tbl, qcb, 0);
+      const __m512i w = c0 + c < full ? expand_chunk<F, true>(e, src, c0 + c, tbl, qcb, 0, seen)
+                                      : expand_chunk<F, false>(e, src, c0 + c, tbl, qcb, 0, seen);
       _mm512_store_si512(row + c * kTile, w);
     }
   }
+  words_or |= static_cast<uint32_t>(_mm512_reduce_or_epi32(seen));
 }
 
 // Lanes of |x| holding an Inf or a NaN (not <= FLT_MAX, unordered included). The int8 option
@@ -453,7 +442,7 @@ constexpr int64_t kPrefetchBytes = 4096;
 template <int MC, int F>
 SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, const int8_t* xq, int64_t Kp,
                              const float* xs, const int32_t* xsum, int64_t nch, int64_t n0, int64_t valid,
-                             int64_t m0) {
+                             int64_t m0, uint32_t& words_or) {
   __m512i acc[2][MC];
   SK_UNROLL
   for (int r = 0; r < 2; ++r)
@@ -470,17 +459,19 @@ SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, cons
     tbl[r] = make_table(e, qcb[r], -128);  // + 128 as unsigned bytes
   }
   const int64_t full = imin(e.row_bytes / (8 * F), nch);  // chunks wholly inside a row
+  __m512i seen = _mm512_setzero_si512();
   for (int64_t c = 0; c < nch; ++c) {
     SK_UNROLL
     for (int r = 0; r < 2; ++r) {
       _mm_prefetch(reinterpret_cast<const char*>(src[r] + c * 8 * F + kPrefetchBytes), _MM_HINT_T0);
-      const __m512i w = c < full ? expand_chunk<F, true>(e, src[r], c, tbl[r], qcb[r], -128)
-                                 : expand_chunk<F, false>(e, src[r], c, tbl[r], qcb[r], -128);
+      const __m512i w = c < full ? expand_chunk<F, true>(e, src[r], c, tbl[r], qcb[r], -128, seen)
+                                 : expand_chunk<F, false>(e, src[r], c, tbl[r], qcb[r], -128, seen);
       SK_UNROLL
       for (int m = 0; m < MC; ++m)
         acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], w, _mm512_loadu_si512(xq + (m0 + m) * Kp + 64 * c));
     }
   }
+  words_or |= static_cast<uint32_t>(_mm512_reduce_or_epi32(seen));
   for (int r = 0; r < valid; ++r) {
     const int64_t n = n0 + r;
     const float cs = a.cscale[n / a.group_size], b = a.bias ? a.bias[n] : 0.f;
@@ -495,17 +486,18 @@ SK_AMX static void vnni_rows(const CodebookQ8Args& a, const RowExpander& e, cons
 // Weight rows n0, n0+1 against every activation row, 8, 4 or 1 at a time.
 template <int F>
 SK_AMX static void vnni_pair(const CodebookQ8Args& a, const RowExpander& e, const int8_t* xq, int64_t Kp,
-                             const float* xs, const int32_t* xsum, int64_t nch, int64_t n0, int64_t valid) {
+                             const float* xs, const int32_t* xsum, int64_t nch, int64_t n0, int64_t valid,
+                             uint32_t& words_or) {
   for (int64_t m0 = 0; m0 < a.M; m0 += 8) {  // every weight chunk expands once per 8 activation rows
     switch (imin(8, a.M - m0)) {
-      case 1: vnni_rows<1, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      case 2: vnni_rows<2, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      case 3: vnni_rows<3, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      case 4: vnni_rows<4, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      case 5: vnni_rows<5, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      case 6: vnni_rows<6, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      case 7: vnni_rows<7, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
-      default: vnni_rows<8, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0); break;
+      case 1: vnni_rows<1, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      case 2: vnni_rows<2, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      case 3: vnni_rows<3, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      case 4: vnni_rows<4, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      case 5: vnni_rows<5, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      case 6: vnni_rows<6, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      case 7: vnni_rows<7, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
+      default: vnni_rows<8, F>(a, e, xq, Kp, xs, xsum, nch, n0, valid, m0, words_or); break;
     }
   }
 }
@@ -518,7 +510,8 @@ SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
   int32_t* xsum = reinterpret_cast<int32_t*>(buf + a.M * Kp + a.M * 4);
   const RowExpander e = make_expander(a.field, a.bits, a.Wd);
   const int nt = a.nthreads > 0 ? a.nthreads : 1;
-#pragma omp parallel num_threads(nt)
+  uint32_t words_or = 0;
+#pragma omp parallel num_threads(nt) reduction(| : words_or)
   {
 #pragma omp for schedule(static)
     for (int64_t m = 0; m < a.M; ++m) {  // quantize as quantize_panel; padding past K is zero
@@ -548,13 +541,14 @@ SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
     for (int64_t n0 = 0; n0 < a.N; n0 += 2) {
       const int64_t valid = imin(2, a.N - n0);
       if (a.field == 1)
-        vnni_pair<1>(a, e, xq, Kp, xs, xsum, nch, n0, valid);
+        vnni_pair<1>(a, e, xq, Kp, xs, xsum, nch, n0, valid, words_or);
       else if (a.field == 2)
-        vnni_pair<2>(a, e, xq, Kp, xs, xsum, nch, n0, valid);
+        vnni_pair<2>(a, e, xq, Kp, xs, xsum, nch, n0, valid, words_or);
       else
-        vnni_pair<4>(a, e, xq, Kp, xs, xsum, nch, n0, valid);
+        vnni_pair<4>(a, e, xq, Kp, xs, xsum, nch, n0, valid, words_or);
     }
   }
+  *a.words_or |= words_or;
 }
 
 // M <= 32 (one or two 16-row activation panels): each chunk of a 32-row weight block expands
@@ -563,7 +557,7 @@ SK_AMX static void codebook_q8_vnni(const CodebookQ8Args& a) {
 // M, sends it through L2: about 1.4 times slower at M = 8, K = N = 4096.)
 template <int F>
 SK_AMX static void small_m_block(const CodebookQ8Args& a, const RowExpander& e, const int8_t* qbuf, int64_t nch,
-                                 bool two, int64_t n0, int64_t np, int8_t* pt, int32_t* c) {
+                                 bool two, int64_t n0, int64_t np, int8_t* pt, int32_t* c, uint32_t& words_or) {
   __m512i tbl[32];
   const uint8_t* src[32];
   const int8_t* qcb[32];
@@ -581,15 +575,17 @@ SK_AMX static void small_m_block(const CodebookQ8Args& a, const RowExpander& e, 
   _tile_zero(2);
   _tile_zero(3);
   const int64_t full = imin(e.row_bytes / (8 * F), nch);
+  __m512i seen = _mm512_setzero_si512();
   for (int64_t ch = 0; ch < nch; ++ch) {
     for (int64_t i = 0; i < np; ++i) {
-      const __m512i w = ch < full ? expand_chunk<F, true>(e, src[i], ch, tbl[i], qcb[i], 0)
-                                  : expand_chunk<F, false>(e, src[i], ch, tbl[i], qcb[i], 0);
+      const __m512i w = ch < full ? expand_chunk<F, true>(e, src[i], ch, tbl[i], qcb[i], 0, seen)
+                                  : expand_chunk<F, false>(e, src[i], ch, tbl[i], qcb[i], 0, seen);
       _mm512_store_si512(pt + 64 * i, w);
     }
     tile_step(pt, pt + kTile, qbuf + ch * kTile, two ? qbuf + (nch + ch) * kTile : nullptr);
   }
   store_accumulators(c);
+  words_or |= static_cast<uint32_t>(_mm512_reduce_or_epi32(seen));
 }
 
 // The VNNI path at every M: the int8 option on AVX-512 CPUs with VNNI and VBMI but no AMX
@@ -601,9 +597,10 @@ SK_AMX void codebook_linear_q8_vnni(const CodebookQ8Args& a) {
 
 SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   if (a.M == 0 || a.N == 0) return;
-  if (a.M <= kVnniMaxRows) return codebook_q8_vnni(a);
-  const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t nch = (a.K + 63) / 64;
+  // K = 0 too: no chunk to put in a tile, and the block size below divides by nch
+  if (a.M <= kVnniMaxRows || nch == 0) return codebook_q8_vnni(a);
+  const int nt = a.nthreads > 0 ? a.nthreads : 1;
   const int64_t q_block = imin((a.M + 31) / 32 * 32, std::max<int64_t>(32, kCbQBytes / (nch * 64) / 32 * 32));
   const int64_t pairs = q_block / 32, p_blocks = (a.N + 31) / 32;
   // with a single pair of activation panels (M <= 32) a weight block is expanded whole (2 x nch KB,
@@ -617,7 +614,8 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
   float* xs = reinterpret_cast<float*>(buf + q_bytes);
   int8_t* tbuf = buf + q_bytes + q_block * 4;
   const RowExpander e = make_expander(a.field, a.bits, a.Wd);
-#pragma omp parallel num_threads(nt)
+  uint32_t words_or = 0;
+#pragma omp parallel num_threads(nt) reduction(| : words_or)
   {
     configure_tiles();
     int8_t* pt = tbuf + omp_get_thread_num() * t_bytes;
@@ -637,19 +635,19 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
       for (int64_t pb = 0; pb < p_blocks; ++pb) {
         const int64_t n0 = pb * 32, np = imin(32, a.N - n0);
         if (small && a.field == 1)
-          small_m_block<1>(a, e, qbuf, nch, panels == 2, n0, np, pt, c);
+          small_m_block<1>(a, e, qbuf, nch, panels == 2, n0, np, pt, c, words_or);
         else if (small && a.field == 2)
-          small_m_block<2>(a, e, qbuf, nch, panels == 2, n0, np, pt, c);
+          small_m_block<2>(a, e, qbuf, nch, panels == 2, n0, np, pt, c, words_or);
         else if (small)
-          small_m_block<4>(a, e, qbuf, nch, panels == 2, n0, np, pt, c);
+          small_m_block<4>(a, e, qbuf, nch, panels == 2, n0, np, pt, c, words_or);
         for (int64_t c0 = 0; !small && c0 < nch; c0 += kstep) {
           const int64_t kw = imin(kstep, nch - c0);
           if (a.field == 1)
-            expand_weight_rows<1>(a, e, n0, np, c0, kw, pt);
+            expand_weight_rows<1>(a, e, n0, np, c0, kw, pt, words_or);
           else if (a.field == 2)
-            expand_weight_rows<2>(a, e, n0, np, c0, kw, pt);
+            expand_weight_rows<2>(a, e, n0, np, c0, kw, pt, words_or);
           else
-            expand_weight_rows<4>(a, e, n0, np, c0, kw, pt);
+            expand_weight_rows<4>(a, e, n0, np, c0, kw, pt, words_or);
           for (int64_t s = 0; s < panels; s += 2)
             tile_block(pt, qbuf + (s * nch + c0) * kTile, qbuf + ((s + 1) * nch + c0) * kTile, kw, c0 > 0,
                        c + (s / 2) * 1024);
@@ -676,6 +674,7 @@ SK_AMX void codebook_linear_q8(const CodebookQ8Args& a) {
     }
     _tile_release();
   }
+  *a.words_or |= words_or;
 }
 
 #else

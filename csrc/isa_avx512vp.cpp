@@ -59,7 +59,7 @@ static inline void xnor_tile(const XnorGemmArgs& g, int64_t m0, int64_t n0) {
   // full 8-word vectors; the bits past K in the last word are masked off, in the last
   // vector when it holds that word, else in the scalar tail
   const int64_t W = g.W, Wv = W - W % 8;
-  const bool mask_last_vector = W % 8 == 0 && g.last_bits < 64;
+  const bool mask_last_vector = W > 0 && W % 8 == 0 && g.last_bits < 64;  // (no words: nothing to mask)
   const int64_t Wloop = mask_last_vector ? Wv - 8 : Wv;
   const uint64_t* A[TM];
   const uint64_t* B[TN];

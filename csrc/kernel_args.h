@@ -84,7 +84,9 @@ struct ConvIm2colArgs {
 
 // y[m, n] = sum_k x[m, k] * codebook[n / group_size][idx(n, k)] + bias[n], idx(n, k) the field
 // of `field` bits (bits rounded up to 1, 2 or 4) at position k % (32 / field) of word
-// k / (32 / field) of row n; a field's bits above `bits` are ignored.
+// k / (32 / field) of row n. A 3-bit index >= 8 is invalid: the kernel reads its field's low 3
+// bits (staying inside the codebook) and reports every index word it read through words_or, which
+// the caller checks after the call (no second pass over the indices).
 struct CodebookLinearArgs {
   const float* x;         // [M, K]
   const uint32_t* idx;    // [N, Wd]
@@ -93,6 +95,7 @@ struct CodebookLinearArgs {
   float* y;               // [M, N]
   int64_t M, N, K, Wd, bits, field, group_size;
   int nthreads;
+  uint32_t* words_or;     // out: the bitwise OR of every index word read (left alone when M or N is 0)
 };
 
 // The int8 option of the codebook matmul: activations quantized per row to int8 (symmetric,
@@ -108,6 +111,7 @@ struct CodebookQ8Args {
   float* y;                 // [M, N]
   int64_t M, N, K, Wd, bits, field, group_size;
   int nthreads;
+  uint32_t* words_or;       // out: as CodebookLinearArgs
 };
 
 // Depthwise kh x kw convolution (groups = C) -> act1 -> pointwise 1 x 1 convolution -> act2

@@ -3,6 +3,7 @@
 #pragma once
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Loops over register-tile dimensions must be unrolled completely, or the accumulator
 // arrays live in memory (GCC's heuristics stop short for some tile/vector sizes).

@@ -23,6 +23,7 @@ struct LutTile {
   const float* bias;       // per weight row, or nullptr (0)
   float* y;                // y[m * ldy + i] for activation row m, weight row i
   int64_t ldy;
+  uint32_t* words_or;      // or nullptr: |= the bitwise OR of every word read
 };
 
 template <int MC>
@@ -39,9 +40,11 @@ static inline void lut_tile(const LutTile& t) {
   SK_UNROLL
   for (int i = 0; i < 16; ++i) offs[i] = static_cast<int32_t>(i * t.stride);
   const unsigned short valid = static_cast<unsigned short>(t.rows >= 16 ? 0xffff : (1u << t.rows) - 1);
+  i16v seen = i16v{};
   for (int64_t w = 0; w < t.nwords; ++w) {
     const i16v bits = (i16v)__builtin_ia32_gathersiv16si(i16v{}, reinterpret_cast<const int*>(t.words + w), offs,
                                                           valid, 4);
+    seen |= bits;
     i16v idx[8];
     SK_UNROLL
     for (int j = 0; j < 8; ++j) idx[j] = bits >> (4 * j);
@@ -54,6 +57,8 @@ static inline void lut_tile(const LutTile& t) {
         acc[m][j % NA] += __builtin_ia32_permvarsf512_mask(table, idx[j], f16v{}, 0xffff);
       }
   }
+  if (t.words_or)
+    for (int i = 0; i < 16; ++i) *t.words_or |= static_cast<uint32_t>(seen[i]);
   f16v scale, bias = f16v{};
   SK_UNROLL
   for (int i = 0; i < 16; ++i) scale[i] = 1.f;

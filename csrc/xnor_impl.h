@@ -232,7 +232,7 @@ void sign_linear(const SignLinearArgs& s) {
       const int64_t n0 = t * 16;
       const LutTile tile{reinterpret_cast<const uint32_t*>(s.w + n0 * s.W), 2 * s.W, 2 * s.W, tb, tstride,
                          imin(16, s.N - n0), s.scale + n0, s.bias ? s.bias + n0 : nullptr, s.y + m0 * s.N + n0,
-                         s.N};
+                         s.N, nullptr};
       lut_tile_rows(tile, mc);
     }
   }

@@ -27,6 +27,7 @@ from sparsekit.nn import CodebookLinear
 from sparsekit.testing import (
     AWKWARD_LINEAR_SHAPES,
     assert_compiles_and_exports,
+    cpu_isas,
     devices,
     fit,
     kernel_variants,
@@ -175,6 +176,53 @@ def test_module_state_dict_meta_compile_export_and_bytes():
         CodebookLinear(70, 40, bits=3).load_state_dict(sd3)
     assert_compiles_and_exports(nn.Sequential(mod, nn.ReLU(), nn.Linear(40, 5)), x, "codebook_linear")
 
+
+
+def _corrupt_3bit(packed, where):
+    """A copy of 3-bit index words [N, 2] (K = 13) with one field set to >= 8: an index in use
+    (index 10 of row 7) or a padding field past K (index 14)."""
+    bad = packed.clone()
+    bad[7, 1] |= (9 << 8) if where == "used" else (8 << 24)
+    return bad
+
+
+@pytest.mark.parametrize("variant", ["reference"] + [f"cpu:{isa}" for isa in cpu_isas()])
+@pytest.mark.parametrize("M", [0, 1, 40])  # no kernel; table lookup; decoded panels (cpu, exact)
+@pytest.mark.parametrize("where", ["used", "padding"])
+def test_a_3bit_index_of_8_or_more_is_rejected_on_every_path(variant, M, where):
+    """3-bit indices sit in 4-bit fields, which can hold 8..15: no centroid has such an index.
+    Every path raises ValueError for one (the native kernels read it modulo 8, the reference
+    raised IndexError)."""
+    N, K = 20, 13
+    packed, cb, _ = _packed(N, K, 3, 5)
+    bad, x = _corrupt_3bit(packed, where), torch.randn(M, K)
+    with run_variant(variant):
+        for op in (torch.ops.sparsekit.codebook_linear, torch.ops.sparsekit.codebook_linear_q8):
+            op(x, packed, cb, None, K, 3, 5)  # the valid indices run
+            with pytest.raises(ValueError, match="an index is >= 8"):
+                op(x, bad, cb, None, K, 3, 5)
+    with pytest.raises(ValueError, match="an index is >= 8"):
+        codebook_dense(bad, cb, 3, K, 5)
+
+
+@pytest.mark.parametrize("where", ["used", "padding"])
+def test_module_rejects_3bit_indices_of_8_or_more(where):
+    mod = CodebookLinear.from_dense(nn.Linear(13, 20), bits=3, group_size=5)
+    sd = mod.state_dict()
+    sd["indices"] = _corrupt_3bit(sd["indices"], where)
+    with pytest.raises(ValueError, match="corrupted codebook state: indices: an index is >= 8"):
+        CodebookLinear(13, 20, bits=3, group_size=5).load_state_dict(sd)
+    with pytest.raises(ValueError, match="an index is >= 8"):  # built on meta, the loaded tensors assigned
+        load_into_meta_module(sd, lambda: CodebookLinear(13, 20, bits=3, group_size=5))
+    with torch.no_grad():  # written in place, past the load-time check: the forward pass raises
+        mod.indices.copy_(sd["indices"])
+        for compute in CodebookLinear.COMPUTE:
+            mod.compute = compute
+            for backend in ("reference", "cpu") if _ext.available() else ("reference",):
+                with sparsekit.use_backend(backend), pytest.raises(ValueError, match="an index is >= 8"):
+                    mod(torch.randn(3, 13))
+    with pytest.raises(ValueError, match="an index is >= 8"):
+        mod.dense_weight()
 
 def test_fine_tuning_moves_centroids_not_indices():
     torch.manual_seed(0)

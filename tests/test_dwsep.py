@@ -18,6 +18,7 @@ from sparsekit.dwsep import (
 from sparsekit._conv import pair
 from sparsekit.testing import (
     assert_compiles_and_exports,
+    cpu_isas,
     devices,
     kernel_variants,
     load_into_meta_module,
@@ -134,6 +135,24 @@ def test_native_entry_point_checks_before_reading():
     with pytest.raises(TypeError, match="x must be float32"):
         C.dwsep_conv2d(x.double().numpy(), dw.numpy(), None, pw.numpy(), None, out.numpy(), **args)
 
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
+@pytest.mark.parametrize("isa", cpu_isas())
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_more_channels_than_a_tile_holds(isa, layout):
+    """Past 16384 channels one pixel's depthwise output alone is larger than the kernel's tile
+    budget: a tile then holds one pixel block (its size came out as 0 and was divided by)."""
+    for N, C, H, W, k, p in [(1, 16385, 1, 1, 1, 0), (2, 16390, 3, 2, 3, 1)]:
+        mod = DepthwiseSeparableConv2d(C, 3, kernel_size=k, padding=p).eval()
+        x = torch.randn(N, C, H, W)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), run_variant(f"cpu:{isa}"):
+            y = mod(x)
+        expected = dwsep_conv2d_reference(x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias, [1, 1],
+                                          [p, p], [1, 1], 0, 0)
+        torch.testing.assert_close(y, expected.detach(), rtol=1e-3, atol=1e-3)
 
 def _chain(C=16, Co=24, stride=1, act1=nn.ReLU6, act2=nn.Identity):
     torch.manual_seed(0)

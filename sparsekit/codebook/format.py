@@ -9,7 +9,10 @@ Index layout (what the kernels read): each row's indices packed along K into int
 ``32 / field`` indices per word, index k in word ``k // (32 / field)`` at bit ``field * (k %
 (32 / field))`` (little-endian), unused fields zero. ``field`` is the bit width of a field:
 1, 2, 4, 4 for bits = 1, 2, 3, 4 — 3-bit indices sit in 4-bit fields in memory, so that a
-field never straddles a 4-bit lookup group (the compressed file format drops that slack).
+field never straddles a 4-bit lookup group (the compressed file format drops that slack). A 3-bit
+field >= 8 is invalid wherever it is read (:func:`check_index_fields`): loading a state dict, the
+reference, and the native kernels (which fold the check into the pass they make over the words)
+all raise ValueError for it.
 
 Clustering is 1-D Lloyd k-means per group, deterministic: quantile initialisation (every
 initial cluster holds about n / k weights, so none starts empty), exact nearest-centroid
@@ -38,6 +41,19 @@ def check_bits(bits: int) -> int:
 def field_bits(bits: int) -> int:
     """Bits of the field one index occupies in memory (3-bit indices use 4-bit fields)."""
     return {1: 1, 2: 2, 3: 4, 4: 4}[check_bits(bits)]
+
+
+# the high bit of every 4-bit field of an int32 index word (0x88888888 as two's complement)
+_FIELD4_HIGH_BITS = -0x77777778
+
+
+def check_index_fields(packed: torch.Tensor, bits: int, name: str = "indices") -> None:
+    """ValueError if packed 3-bit indices hold a field >= 8 (in the fields past K too, which must be
+    0). Their fields are 4 bits wide, so the layout can hold values the codebook has no entry for;
+    the other widths cannot. Traced (fake) and meta tensors have no values to check."""
+    if bits == 3 and type(packed) is torch.Tensor and packed.device.type != "meta":
+        if bool((packed & _FIELD4_HIGH_BITS).any()):
+            raise ValueError(f"{name}: an index is >= 8 (bits=3; every 4-bit field must be < 8)")
 
 
 def index_words(K: int, bits: int) -> int:
@@ -168,6 +184,7 @@ def unpack_indices(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
     check_bits(bits)
     check_tensor("indices", packed, dtypes=(torch.int32,), dim=2)
     check_shape("indices", packed, (packed.shape[0], index_words(K, bits)))
+    check_index_fields(packed, bits)
     f = field_bits(bits)
     per = 32 // f
     words = packed.to(torch.int64) & 0xFFFFFFFF

@@ -11,9 +11,9 @@ from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
 from .format import (
     check_bits,
+    check_index_fields,
     cluster_weight,
     codebook_dense,
-    field_bits,
     index_words,
     num_groups,
     pack_indices,
@@ -117,13 +117,10 @@ class CodebookLinear(VersionedFormat, nn.Module):
         return codebook_dense(self.indices, self.codebook.detach(), self.bits, self.in_features, self.group_size)
 
     def _validate_loaded(self, where: str) -> None:
-        f = field_bits(self.bits)
-        if f != self.bits and self.indices.device.type != "meta":  # 3-bit indices in 4-bit fields
-            words = self.indices.to(torch.int64) & 0xFFFFFFFF
-            fields = torch.stack([(words >> (f * i)) & ((1 << f) - 1) for i in range(32 // f)])
-            if bool((fields >= 2**self.bits).any()):
-                raise ValueError(f"{where}: corrupted codebook state: an index is >= {2**self.bits} "
-                                 f"(bits={self.bits})")
+        try:  # 3-bit indices sit in 4-bit fields: none may be >= 8 (see format.check_index_fields)
+            check_index_fields(self.indices, self.bits)
+        except ValueError as e:
+            raise ValueError(f"{where}: corrupted codebook state: {e}") from None
 
     def _stored_tensors(self) -> list:  # nbytes: packed indices, codebook, bias
         return [self.indices, self.codebook, self.bias]
