@@ -77,6 +77,32 @@ def test_huffman_code_lengths_are_optimal_and_lossless():
         _ext.native().huffman_encode(np.array([3], dtype=np.int32), np.array([1, 1, 0, 0], dtype=np.uint8))
 
 
+
+def test_huffman_decode_trusts_neither_the_count_nor_the_stream():
+    """The symbol count, the bytes and the code lengths may all come from a hostile file."""
+    lengths = np.array([1, 2, 2], dtype=np.uint8)
+    symbols = np.array([0, 1, 2, 0, 0, 2, 1], dtype=np.int32)  # 11 bits: 2 bytes, 5 zero bits of padding
+    data = _ext.native().huffman_encode(symbols, lengths)
+    assert len(data) == 2
+    native = _ext.native()
+    # a count above 8 symbols per byte is refused before decoding (no code is shorter than a bit)
+    with pytest.raises(ValueError, match="stream ends before its 17 symbols"):
+        native.huffman_decode(data, lengths, np.empty(17, dtype=np.int32))
+    with pytest.raises(ValueError, match="bytes left after the last symbol"):
+        native.huffman_decode(data + b"\0", lengths, np.empty(7, dtype=np.int32))
+    with pytest.raises(ValueError, match="bytes left after the last symbol"):
+        native.huffman_decode(data, lengths, np.empty(2, dtype=np.int32))
+    with pytest.raises(ValueError, match="nonzero padding"):
+        native.huffman_decode(data[:1] + bytes([data[1] | 1]), lengths, np.empty(7, dtype=np.int32))
+    with pytest.raises(ValueError, match="above 32"):
+        native.huffman_decode(data, np.array([1, 33], dtype=np.uint8), np.empty(7, dtype=np.int32))
+    with pytest.raises(ValueError, match="invalid code"):  # only code "0" exists: 32 ones match nothing
+        native.huffman_decode(b"\xff" * 5, np.array([1, 0, 0], dtype=np.uint8), np.empty(1, dtype=np.int32))
+    out = np.empty(7, dtype=np.int32)
+    native.huffman_decode(data, lengths, out)
+    assert out.tolist() == symbols.tolist()
+    native.huffman_decode(b"", lengths, np.empty(0, dtype=np.int32))
+
 def test_truncated_corrupted_and_foreign_files_fail_loudly(tmp_path):
     model = _model()
     path = tmp_path / "m.spk"
