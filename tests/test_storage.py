@@ -133,7 +133,7 @@ def test_truncated_corrupted_and_foreign_files_fail_loudly(tmp_path):
     with pytest.raises(ValueError, match="unexpected bytes"):
         sparsekit.load_compressed(bad)
     other = nn.Sequential(*list(_model())[:-1], nn.Linear(40, 11))  # a different last layer
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match="size mismatch"):
         sparsekit.load_compressed(path, model=other)
 
 
