@@ -10,17 +10,23 @@ compressed layers are Huffman-coded (canonical codes, native coder):
 - ``BlockSparseLinear.row_offsets`` as blocks per block row, ``col_indices`` as the gap to the
   previous block of the row (the first block: its column), both small numbers.
 
-Everything else is stored raw. File layout (little-endian)::
+Everything else is stored raw. The file is a safetensors file (its own header: u64 length,
+then JSON naming each tensor's dtype, shape and byte range; then the tensors' bytes). Each
+``state_dict`` entry is the tensor of the same name: the tensor itself if raw, a uint8 tensor of
+the code's bytes if Huffman-coded. The safetensors metadata holds two strings::
 
-    b"SPARSEKITC\\r\\n"  u32 version  u64 header bytes  header (UTF-8 JSON)  u32 crc32(header)
-    then for each header entry: its bytes, u32 crc32(bytes)
+    "sparsekit"        the format record, JSON: {"version": 2, "entries": [...]}, one entry per
+                       state_dict tensor in state_dict order: name, dtype, shape, codec, the
+                       codec's parameters, crc32 of the stored bytes
+    "sparsekit.crc32"  crc32 of the format record's text, in decimal
 
-The header lists every entry (name, dtype, shape, codec and the codec's parameters, byte
-count). Loading checks the magic, the version, every checksum and every length, so a
-truncated or corrupted file fails with a ``ValueError`` that names what is wrong. It trusts
-nothing in the header either: every field is checked for its type and range, and every size
-and symbol count against the bytes present before anything is allocated, so a crafted file
-fails the same way and memory stays within a fixed multiple of the file's size.
+safetensors checks its own header (offsets, sizes, dtypes); the checksums, which it does not
+have, catch flipped bits. Loading trusts nothing else in the file either: the format record is
+checked against a strict schema (types, ranges, exactly the keys of its codec) and against the
+safetensors header, and every size and symbol count against the bytes present, before anything
+is allocated. A wrong, truncated, corrupted or crafted file fails with a ``ValueError`` that names
+the file, the entry and what is wrong, and memory stays within a fixed multiple of the file's
+size. Files of format version 1 (a home-made container) are refused with that version named.
 """
 
 from __future__ import annotations
@@ -29,27 +35,33 @@ import heapq
 import json
 import os
 import reprlib
-import struct
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
 from . import _ext
 
-MAGIC = b"SPARSEKITC\r\n"
-VERSION = 1
+VERSION = 2
+MAGIC_V1 = b"SPARSEKITC\r\n"  # how files of version 1 began
+RECORD_KEY, RECORD_CRC_KEY = "sparsekit", "sparsekit.crc32"  # safetensors metadata
 MAX_CODE_BITS = 32
 
-# What a file may hold (load_compressed checks every entry against these before decoding it).
-DTYPES = {str(d).replace("torch.", ""): d for d in (
-    torch.float64, torch.float32, torch.float16, torch.bfloat16,
-    torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}
-_ENTRY_KEYS = ("name", "dtype", "shape", "codec", "nbytes")
+# What a file may hold (load_compressed checks every entry against these before decoding it):
+# dtype name in the record -> (torch dtype, its safetensors name)
+DTYPES = {
+    "float64": (torch.float64, "F64"), "float32": (torch.float32, "F32"), "float16": (torch.float16, "F16"),
+    "bfloat16": (torch.bfloat16, "BF16"), "int64": (torch.int64, "I64"), "int32": (torch.int32, "I32"),
+    "int16": (torch.int16, "I16"), "int8": (torch.int8, "I8"), "uint8": (torch.uint8, "U8"),
+    "bool": (torch.bool, "BOOL"),
+}
+_ENTRY_KEYS = ("name", "dtype", "shape", "codec", "crc32")
 _CODEC_KEYS = {  # the codec's parameters, all required
     "raw": (),
     "huffman_codebook_indices": ("bits", "K", "N", "group", "lengths"),
@@ -172,21 +184,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _raw_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().cpu().contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().tobytes()
-    return t.numpy().tobytes()
-
-
-def _from_raw(data: bytes, dtype: torch.dtype, shape: list[int], where: str) -> torch.Tensor:
-    """A tensor from its bytes (size already checked)."""
-    if not data:
-        return torch.empty(shape, dtype=dtype)
-    t = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy()).view(dtype).reshape(shape)
-    if dtype == torch.bool and bool((t.view(torch.uint8) > 1).any()):
-        raise ValueError(f"{where}: a bool tensor holds bytes other than 0 and 1")
-    return t
+def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
+    """The bytes of a contiguous CPU tensor (uint8, no copy)."""
+    if t.numel() == 0:
+        return np.empty(0, dtype=np.uint8)
+    return t.reshape(-1).view(torch.uint8).numpy()
 
 
 def _codecs(model: nn.Module) -> dict[str, tuple]:
@@ -236,14 +238,16 @@ def save_compressed(model: nn.Module, path: str | os.PathLike) -> CompressedRepo
     """Writes ``model.state_dict()`` to ``path`` in the compressed format (module docstring)."""
     state = model.state_dict()
     codecs = _codecs(model)
-    entries, blobs, report_entries = [], [], []
+    entries, tensors, report_entries, storages = [], {}, [], set()
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"state_dict entry {name!r} is not a tensor")
         if t.device.type == "meta":
             raise ValueError(f"state_dict entry {name!r} is on the meta device (no data to save)")
-        if t.dtype not in DTYPES.values():
+        if _dtype_name(t.dtype) not in DTYPES:
             raise ValueError(f"state_dict entry {name!r}: dtype {t.dtype} cannot be stored (one of {sorted(DTYPES)})")
+        if name == "__metadata__":
+            raise ValueError("a state_dict entry named '__metadata__' cannot be stored (safetensors reserves it)")
         entry = {"name": name, "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "codec": "raw"}
         codec, params = codecs.get(name, ("raw", {}))
         if codec == "huffman_codebook_indices":
@@ -261,21 +265,20 @@ def save_compressed(model: nn.Module, path: str | os.PathLike) -> CompressedRepo
         if coded is not None:
             lengths, blob = coded
             entry.update(codec=codec, lengths=lengths, **params)
+            stored = torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())
         else:
-            blob = _raw_bytes(t)
-        entry["nbytes"] = len(blob)
+            stored = t.detach().cpu().contiguous()
+            if stored.numel() and stored.untyped_storage().data_ptr() in storages:
+                stored = stored.clone()  # tied weights: safetensors stores each tensor on its own
+            storages.add(stored.untyped_storage().data_ptr())
+        entry["crc32"] = zlib.crc32(_tensor_bytes(stored))
         entries.append(entry)
-        blobs.append(blob)
-        report_entries.append(CompressedEntry(name, entry["codec"], len(blob), t.numel() * t.element_size()))
-    header = json.dumps({"version": VERSION, "entries": entries}, separators=(",", ":")).encode()
-    with open(path, "wb") as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<IQ", VERSION, len(header)))
-        f.write(header)
-        f.write(struct.pack("<I", zlib.crc32(header)))
-        for blob in blobs:
-            f.write(blob)
-            f.write(struct.pack("<I", zlib.crc32(blob)))
+        tensors[name] = stored
+        nbytes = stored.numel() * stored.element_size()
+        report_entries.append(CompressedEntry(name, entry["codec"], nbytes, t.numel() * t.element_size()))
+    record = json.dumps({"version": VERSION, "entries": entries}, separators=(",", ":"))
+    metadata = {RECORD_KEY: record, RECORD_CRC_KEY: str(zlib.crc32(record.encode()))}
+    safetensors.torch.save_file(tensors, path, metadata=metadata)
     state_bytes = sum(t.numel() * t.element_size() for t in state.values())
     return CompressedReport(str(path), os.path.getsize(path), _dense_fp32_bytes(model), state_bytes, report_entries)
 
@@ -286,48 +289,61 @@ def load_compressed(path: str | os.PathLike, model: Optional[nn.Module] = None):
     on a wrong, truncated, corrupted or crafted file, and, before anything is loaded, on a file
     that does not match the model (names, shapes, integer dtypes, the format records of
     sparsekit layers). Memory stays within a fixed multiple of the file's size."""
-    with open(path, "rb") as f:
-        data = f.read()
     where = os.fspath(path)
-
-    def need(pos: int, n: int, what: str) -> None:
-        if pos + n > len(data):
-            raise ValueError(f"{where}: truncated file ({what}: needs {n} bytes at offset {pos}, "
-                             f"the file has {len(data)})")
-
-    need(0, len(MAGIC) + 12, "file header")
-    if data[: len(MAGIC)] != MAGIC:
-        raise ValueError(f"{where}: not a sparsekit compressed checkpoint (bad magic)")
-    version, hlen = struct.unpack_from("<IQ", data, len(MAGIC))
-    if version != VERSION:
-        raise ValueError(f"{where}: compressed format version {version} is not supported (this sparsekit reads "
-                         f"{VERSION})")
-    pos = len(MAGIC) + 12
-    need(pos, hlen + 4, "header")
-    header = data[pos: pos + hlen]
-    (crc,) = struct.unpack_from("<I", data, pos + hlen)
-    if zlib.crc32(header) != crc:
-        raise ValueError(f"{where}: header checksum mismatch (corrupted file)")
-    entries = _parse_record(header, where)
-    pos += hlen + 4
-    blobs = []
-    for e, w in entries:
-        n = _int_field(e, "nbytes", w, 0, len(data))
-        need(pos, n + 4, f"entry {e['name']!r}")
-        blob = data[pos: pos + n]
-        (crc,) = struct.unpack_from("<I", data, pos + n)
-        if zlib.crc32(blob) != crc:
-            raise ValueError(f"{where}: checksum mismatch in entry {e['name']!r} (corrupted file)")
-        pos += n + 4
-        blobs.append(blob)
-    if pos != len(data):
-        raise ValueError(f"{where}: {len(data) - pos} unexpected bytes after the last entry")
-    state = _decode_all(entries, blobs)
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC_V1)) == MAGIC_V1:
+            raise ValueError(f"{where}: compressed format version 1 is not supported (this sparsekit reads "
+                             f"{VERSION}); save the model again with this sparsekit")
+    try:
+        with safetensors.safe_open(path, framework="pt") as f:
+            entries = _read_record(f.metadata() or {}, where)
+            stored = _read_tensors(f, entries, where)
+    except safetensors.SafetensorError as exc:
+        raise ValueError(f"{where}: not a sparsekit compressed checkpoint, or a truncated, extended or "
+                         f"corrupted one (safetensors: {exc})") from exc
+    state = _decode_all(entries, stored)
     if model is None:
         return state
     _check_matches_model(state, model, where)
     model.load_state_dict(state)
     return model
+
+
+def _read_record(metadata: dict, where: str) -> list[tuple[dict, str]]:
+    """The format record from the safetensors metadata, checksum and schema checked."""
+    if RECORD_KEY not in metadata:
+        raise ValueError(f"{where}: not a sparsekit compressed checkpoint (a safetensors file without sparsekit's "
+                         f"format record)")
+    text = metadata[RECORD_KEY].encode()
+    if metadata.get(RECORD_CRC_KEY) != str(zlib.crc32(text)):
+        raise ValueError(f"{where}: format record checksum mismatch (corrupted file)")
+    return _parse_record(text, where)
+
+
+def _read_tensors(f, entries: list[tuple[dict, str]], where: str) -> list[torch.Tensor]:
+    """Each entry's stored tensor, after its dtype and shape in the safetensors header are checked
+    against the record, and its checksum."""
+    names = {e["name"] for e, _ in entries}
+    keys = set(f.keys())
+    if keys != names:
+        raise ValueError(f"{where}: the tensors of the file and the entries of its format record differ: "
+                         f"{_show(sorted(keys - names))} not in the record, {_show(sorted(names - keys))} not "
+                         f"in the file")
+    out = []
+    for e, w in entries:
+        info = f.get_slice(e["name"])
+        got = (info.get_dtype(), list(info.get_shape()))
+        if e["codec"] == "raw":
+            expected = (DTYPES[e["dtype"]][1], e["shape"])
+            if got != expected:
+                raise ValueError(f"{w}: stored as {got[0]} {got[1]}, the format record says {expected[0]} {expected[1]}")
+        elif got[0] != "U8" or len(got[1]) != 1:
+            raise ValueError(f"{w}: a coded stream is stored as U8 bytes, not {got[0]} {got[1]}")
+        t = f.get_tensor(e["name"])
+        if zlib.crc32(_tensor_bytes(t)) != e["crc32"]:
+            raise ValueError(f"{where}: checksum mismatch in entry {e['name']!r} (corrupted file)")
+        out.append(t)
+    return out
 
 
 def _show(value) -> str:
@@ -344,20 +360,21 @@ def _int_field(e: dict, key: str, where: str, lo: int, hi: int) -> int:
 
 def _parse_record(text: bytes, where: str) -> list[tuple[dict, str]]:
     """The format record's entries, each with the name errors give it; checks the record's
-    structure and each entry's keys, name, dtype and shape (the codec's parameters are checked
-    where they are used, in :func:`_decode`)."""
+    structure and each entry's keys, name, dtype, shape and checksum field (the codec's
+    parameters are checked where they are used, in :func:`_decode`)."""
     try:
         meta = json.loads(text)
     except RecursionError:
         raise ValueError(f"{where}: unreadable format record: nested too deeply") from None
     except ValueError as exc:  # also UnicodeDecodeError
         raise ValueError(f"{where}: unreadable format record: {exc}") from exc
+    if isinstance(meta, dict) and "version" in meta and (type(meta["version"]) is not int
+                                                         or meta["version"] != VERSION):
+        raise ValueError(f"{where}: compressed format version {_show(meta['version'])} is not supported (this "
+                         f"sparsekit reads {VERSION})")
     if not isinstance(meta, dict) or set(meta) != {"version", "entries"}:
         raise ValueError(f"{where}: the format record must be an object with 'version' and 'entries', not "
                          f"{_show(meta)}")
-    if type(meta["version"]) is not int or meta["version"] != VERSION:
-        raise ValueError(f"{where}: format record version {_show(meta['version'])} is not supported (this "
-                         f"sparsekit reads {VERSION})")
     if not isinstance(meta["entries"], list):
         raise ValueError(f"{where}: the format record's entries must be a list, not {_show(meta['entries'])}")
     out, names = [], set()
@@ -375,7 +392,7 @@ def _parse_record(text: bytes, where: str) -> list[tuple[dict, str]]:
         if set(e) != expected:
             raise ValueError(f"{w}: keys {sorted(set(e) - expected)} unexpected, {sorted(expected - set(e))} "
                              f"missing for codec {codec!r}")
-        if not isinstance(e["dtype"], str) or e["dtype"] not in DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in DTYPES:  # an allow-list, not getattr(torch, ...)
             raise ValueError(f"{w}: dtype {_show(e['dtype'])} is not one of {sorted(DTYPES)}")
         shape = e["shape"]
         if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
@@ -384,6 +401,7 @@ def _parse_record(text: bytes, where: str) -> list[tuple[dict, str]]:
                              f"{_show(shape)}")
         if _numel([max(d, 1) for d in shape]) > _MAX_NUMEL:
             raise ValueError(f"{w}: shape {_show(shape)} is too large")
+        _int_field(e, "crc32", w, 0, 2**32 - 1)
         out.append((e, w))
     return out
 
@@ -404,27 +422,29 @@ def _code_lengths(e: dict, alphabet: int, where: str) -> np.ndarray:
     return np.array(lengths, dtype=np.uint8)
 
 
-def _decode_all(entries: list[tuple[dict, str]], blobs: list[bytes]) -> "OrderedDict[str, torch.Tensor]":
+def _decode_all(entries: list[tuple[dict, str]], stored: list[torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     state: "OrderedDict[str, object]" = OrderedDict((e["name"], None) for e, _ in entries)
     # column indices decode against their row offsets, wherever those stand in the file
     for first_pass in (True, False):
-        for (e, w), blob in zip(entries, blobs):
+        for (e, w), t in zip(entries, stored):
             if (e["codec"] == "huffman_bsr_columns") != first_pass:
-                state[e["name"]] = _decode(e, blob, state, w)
+                state[e["name"]] = _decode(e, t, state, w)
     return state
 
 
-def _decode(e: dict, blob: bytes, state: dict, where: str) -> torch.Tensor:
-    """One entry's tensor. Every parameter is checked against the entry's shape and the bytes
-    present before anything is allocated (``_parse_record`` checked the keys, dtype and shape)."""
-    codec, shape, dtype = e["codec"], e["shape"], DTYPES[e["dtype"]]
+def _decode(e: dict, stored: torch.Tensor, state: dict, where: str) -> torch.Tensor:
+    """One entry's tensor from what the file stores for it (its dtype and shape checked against
+    the record by :func:`_read_tensors`). Every codec parameter is checked against the entry's
+    shape and the bytes present before anything is allocated."""
+    codec, shape, dtype = e["codec"], e["shape"], DTYPES[e["dtype"]][0]
     numel = _numel(shape)
     if codec == "raw":
-        if len(blob) != numel * dtype.itemsize:
-            raise ValueError(f"{where}: {len(blob)} bytes for a {e['dtype']} tensor of shape {shape}")
-        return _from_raw(blob, dtype, shape, where)
+        if dtype == torch.bool and bool((stored.view(torch.uint8) > 1).any()):
+            raise ValueError(f"{where}: a bool tensor holds bytes other than 0 and 1")
+        return stored
     if dtype != torch.int32:
         raise ValueError(f"{where}: codec {codec} stores int32 tensors, not {e['dtype']}")
+    blob = _tensor_bytes(stored).tobytes()
     if codec == "huffman_codebook_indices":
         from .codebook.format import SUPPORTED_BITS, index_words
 
