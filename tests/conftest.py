@@ -16,13 +16,13 @@ except ImportError:  # only tests/test_properties.py needs it
 import sparsekit  # noqa: E402,F401
 
 # Hypothesis profiles (tests/test_properties.py), chosen with SPARSEKIT_HYPOTHESIS_PROFILE or pytest's
-# --hypothesis-profile. "ci" (default, `make test`): 50 examples a test, reproducible, and no
+# --hypothesis-profile. "ci" (default, `make test`): 40 examples a test, reproducible, and no
 # shrinking, which can take minutes per failure: a failure is reported as found, with the op, case,
 # ISA and first differing output, and a @reproduce_failure blob. "full" (`make test-properties-full`):
 # 600 examples a test, new ones each run, shrunk to a minimal example. No example database (nothing
 # is written into the tree).
 if settings is not None:
-    settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True, database=None,
+    settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, database=None,
                               print_blob=True, phases=(Phase.explicit, Phase.reuse, Phase.generate))
     settings.register_profile("full", max_examples=600, deadline=None, database=None, print_blob=True,
                               phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink))
