@@ -38,7 +38,9 @@ static void build_codebook_tables(const CodebookLinearArgs& a, const float* x, c
     for (int64_t j = 0; j < 8; ++j) {
       const int64_t k0 = w * per + j * ipn;
       f16v acc = f16v{};
-      for (int64_t i = 0; i < ipn; ++i) acc += C[i] * (k0 + i < a.K ? x[k0 + i] : 0.f);
+      // past K nothing is added: a padding field selects centroid 0, and 0 * a non-finite
+      // centroid would be NaN where the product has no term at all
+      for (int64_t i = 0; i < ipn && k0 + i < a.K; ++i) acc += C[i] * x[k0 + i];
       *reinterpret_cast<f16u*>(tables + (w * 8 + j) * 16) = acc;
     }
 }

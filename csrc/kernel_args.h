@@ -52,7 +52,6 @@ struct SignLinearArgs {
   const float* scale;    // [N]
   const float* bias;     // [N] or nullptr
   float* y;              // [M, N]
-  float* rowsum;         // scratch [M]
   int64_t M, N, K, W;
   int nthreads;
 };

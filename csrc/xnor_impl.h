@@ -239,10 +239,12 @@ void sign_linear(const SignLinearArgs& s) {
 }
 
 #else
-// BinaryConnect: real activations times +-1 weights, y = scale * (2 * sum_{bit set} x - sum x)
-// + bias. Each 16 weight bits become a lane mask and select the activations they add. A tile
-// of MC activation rows x NT weight rows keeps one accumulator per pair: every loaded
-// activation vector serves NT weight rows, every mask MC activation rows.
+// BinaryConnect: real activations times +-1 weights, y = scale * sum_k (bit k set ? x : -x)
+// + bias. Each 16 weight bits become a lane mask choosing, per activation, x or -x. (Not
+// 2 * sum_{bit set} x - sum x: that is Inf - Inf = NaN for an infinite x at a +1 weight, and
+// overflows before the true sum does.) A tile of MC activation rows x NT weight rows keeps one
+// accumulator per pair: every loaded activation vector serves NT weight rows, every mask MC
+// activation rows.
 template <int MC, int NT>
 static void sign_linear_tile(const SignLinearArgs& s, int64_t m0, int64_t n0) {
   typedef Vec<SK_VW> V;
@@ -263,14 +265,17 @@ static void sign_linear_tile(const SignLinearArgs& s, int64_t m0, int64_t n0) {
     for (int j = 0; j < NT; ++j) bits[j] = s.w[(n0 + j) * s.W + k0 / 64];
     SK_UNROLL
     for (int c = 0; c < 64 / SK_VW; ++c) {
-      vw xv[MC];
+      vw xv[MC], nxv[MC];
       SK_UNROLL
-      for (int m = 0; m < MC; ++m) xv[m] = V::load(s.x + (m0 + m) * K + k0 + c * SK_VW);
+      for (int m = 0; m < MC; ++m) {
+        xv[m] = V::load(s.x + (m0 + m) * K + k0 + c * SK_VW);
+        nxv[m] = -xv[m];
+      }
       SK_UNROLL
       for (int j = 0; j < NT; ++j) {
         const vi sel = ((vi{} + static_cast<int32_t>((bits[j] >> (c * SK_VW)) & ((1u << SK_VW) - 1u))) & lane) != 0;
         SK_UNROLL
-        for (int m = 0; m < MC; ++m) acc[m][j] += sel ? xv[m] : vw{};
+        for (int m = 0; m < MC; ++m) acc[m][j] += sel ? xv[m] : nxv[m];
       }
     }
   }
@@ -279,10 +284,12 @@ static void sign_linear_tile(const SignLinearArgs& s, int64_t m0, int64_t n0) {
     SK_UNROLL
     for (int j = 0; j < NT; ++j) {
       const int64_t n = n0 + j;
-      float pos = V::sum(acc[m][j]);
-      for (int64_t k = Kv; k < K; ++k)
-        if ((s.w[n * s.W + k / 64] >> (k % 64)) & 1) pos += s.x[(m0 + m) * K + k];
-      s.y[(m0 + m) * s.N + n] = s.scale[n] * (2.f * pos - s.rowsum[m0 + m]) + (s.bias ? s.bias[n] : 0.f);
+      float dot = V::sum(acc[m][j]);
+      for (int64_t k = Kv; k < K; ++k) {
+        const float v = s.x[(m0 + m) * K + k];
+        dot += (s.w[n * s.W + k / 64] >> (k % 64)) & 1 ? v : -v;
+      }
+      s.y[(m0 + m) * s.N + n] = s.scale[n] * dot + (s.bias ? s.bias[n] : 0.f);
     }
 }
 
@@ -303,12 +310,6 @@ void sign_linear(const SignLinearArgs& s) {
   if (s.M == 0 || s.N == 0) return;
 #pragma omp parallel num_threads(s.nthreads)
   {
-#pragma omp for schedule(static)
-    for (int64_t m = 0; m < s.M; ++m) {
-      float t = 0.f;
-      for (int64_t k = 0; k < s.K; ++k) t += s.x[m * s.K + k];
-      s.rowsum[m] = t;
-    }
     int64_t m = 0;
     for (; m + 4 <= s.M; m += 4) sign_linear_rows<4, 4>(s, m);
     for (; m < s.M; ++m) sign_linear_rows<1, 8>(s, m);

@@ -18,6 +18,7 @@ from .._nvrtc import as_cupy, launch
 from ..backend import cupy_available
 from .format import clear_padding_bits, im2col_words, pack_signs, packed_words, pad_conv_rows
 from .op import binary_conv2d_kernels, binary_linear_kernels, xnor_gemm_kernels
+from .reference import input_scale_of
 
 TILE = 16  # xnor.cu: 16 x 16 threads per 16 x 16 output tile
 B1_TILE, B1_THREADS = 16, 128  # xnor_b1.cu: 4 warps per 16 x 16 output tile
@@ -107,7 +108,7 @@ def binary_linear_cuda(x, weight_packed, weight_scale, bias, in_features: int, i
     dots = xnor_gemm_cuda(pack_signs(x2), weight_packed, in_features)
     y = dots.to(x.dtype) * weight_scale
     if input_scale:
-        y = y * x2.abs().mean(dim=-1, keepdim=True)
+        y = y * input_scale_of(x2)
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], weight_packed.shape[0])

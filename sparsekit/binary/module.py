@@ -25,7 +25,7 @@ from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
 from .format import check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
 from .op import binary_conv2d_impl, binary_linear_impl, sign_linear_impl
-from .reference import sign_pm1
+from .reference import input_scale_of, sign_pm1
 
 FORMAT_VERSION = 1
 
@@ -132,7 +132,7 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
             wb = SignSTE.apply(w) * w.abs().mean(dim=1, keepdim=True)
             y = nn.functional.linear(SignSTE.apply(x) if self.binarize_input else x, wb)
             if self.input_scale:
-                y = y * x.abs().mean(dim=-1, keepdim=True)
+                y = y * input_scale_of(x)
             return y if self.bias is None else y + self.bias
         if not self.binarize_input:  # BinaryConnect
             args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_features)

@@ -19,13 +19,19 @@ def sign_pm1(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
+def input_scale_of(x: torch.Tensor) -> torch.Tensor:
+    """XNOR-Net's input scale, mean |x| over each row (``[..., 1]``); an empty row's is 0, as its
+    dot product is (the kernels' rule: a layer with no inputs gives its bias)."""
+    return x.abs().sum(dim=-1, keepdim=True) / max(x.shape[-1], 1)
+
+
 def binary_linear_reference(x, weight_packed, weight_scale, bias, in_features: int, input_scale: bool):
     """XNOR-Net linear: ``(sign(x) @ sign(W).T) * weight_scale * (mean|x| per row if input_scale) + bias``."""
     w = unpack_signs(weight_packed, in_features, torch.float64)
     xs = sign_pm1(x).double()
     y = torch.nn.functional.linear(xs, w) * weight_scale.double()
     if input_scale:
-        y = y * x.double().abs().mean(dim=-1, keepdim=True)
+        y = y * input_scale_of(x.double())
     if bias is not None:
         y = y + bias.double()
     return y.to(x.dtype)

@@ -190,7 +190,7 @@ def unpack_indices(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
     words = packed.to(torch.int64) & 0xFFFFFFFF
     shifts = torch.arange(per, device=packed.device, dtype=torch.int64) * f
     fields = (words.unsqueeze(2) >> shifts) & ((1 << f) - 1)
-    return fields.reshape(packed.shape[0], -1)[:, :K]
+    return fields.reshape(packed.shape[0], packed.shape[1] * per)[:, :K]  # not -1: N or K may be 0
 
 
 def codebook_dense(packed: torch.Tensor, codebook: torch.Tensor, bits: int, K: int, group_size: int) -> torch.Tensor:

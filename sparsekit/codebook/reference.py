@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .format import codebook_dense, unpack_indices
@@ -20,7 +22,8 @@ def _quantize_q8(v):
     scale NaN and q = 0, so every output it contributes to is NaN."""
     v = v.float()
     finite = torch.isfinite(v).all(dim=-1)
-    scale = torch.where(finite, v.abs().amax(dim=-1) / 127, torch.full_like(finite, float("nan"), dtype=v.dtype))
+    amax = v.abs().amax(dim=-1) if v.shape[-1] else v.new_zeros(v.shape[:-1])  # an empty row: scale 0
+    scale = torch.where(finite, amax / 127, torch.full_like(amax, float("nan")))
     ok = finite & (scale > 0)
     safe = torch.where(ok, scale, torch.ones_like(scale))
     q = torch.where(ok[..., None], torch.round(v / safe[..., None]), torch.zeros_like(v))
@@ -45,7 +48,7 @@ def quantize_rows_q8(x):
 
 def codebook_linear_q8_reference(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
     """The int8 option in float64 on the quantized values: ``xscale * cscale * (xq . q[idx]) + bias``."""
-    x2 = x.reshape(-1, in_features)
+    x2 = x.reshape(math.prod(x.shape[:-1]), in_features)  # not -1: in_features may be 0
     xq, xs = quantize_rows_q8(x2)
     q, cs = quantize_codebook_q8(codebook)
     idx = unpack_indices(indices, bits, in_features)

@@ -68,7 +68,8 @@ if HAS_TRITON:
                     xv = tl.load(x_ptr + n * sxn + offs_c[None, :] * sxc + (ih * sxh + iw * sxw)[:, None],
                                  mask=ok[:, None] & c_ok[None, :], other=0.0)
                     wv = tl.load(wd_ptr + offs_c * (KH * KW) + (i * KW + j), mask=c_ok, other=0.0)
-                    d += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+                    # zero padding adds nothing (not 0 * weight, NaN for a non-finite weight)
+                    d += tl.where(ok[:, None], xv.to(tl.float32) * wv.to(tl.float32)[None, :], 0.0)
             if HAS_BD:
                 d += tl.load(bd_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
             d = _act(d, ACT1)
