@@ -37,21 +37,19 @@ def depthwise_conv2d_reference(x, weight, bias, stride, padding, dilation):
     nothing, so a non-finite weight counts only at taps inside the image (PyTorch's float32
     depthwise kernels skip padded taps too, but its single-channel and float64 convolutions
     multiply them, 0 * Inf = NaN). With finite weights that is ``F.conv2d`` itself; otherwise
-    the non-finite taps are added, inside the image only, to the convolution of the finite ones."""
+    every tap's products, kept inside the image, are summed explicitly."""
     stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
-    C, (kh, kw) = x.shape[1], weight.shape[2:]
-    finite = torch.isfinite(weight)
-    if torch.compiler.is_compiling() or not any(padding) or bool(finite.all()):
+    (N, C, H, W), (kh, kw) = x.shape, weight.shape[2:]
+    if torch.compiler.is_compiling() or not any(padding) or bool(torch.isfinite(weight).all()):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)
-    h = F.conv2d(x, torch.where(finite, weight, 0), bias, stride, padding, dilation, groups=C)
     unfold = dict(kernel_size=(kh, kw), dilation=dilation, padding=padding, stride=stride)
-    inside = F.unfold(x.new_ones(1, 1, *x.shape[2:]), **unfold)[0] > 0  # [kh * kw, OH * OW]
-    h = h.clone()
-    for c, _, i, j in (~finite).nonzero().tolist():
-        taps = F.unfold(x[:, c : c + 1], **unfold)[:, i * kw + j]  # [N, OH * OW]
-        add = torch.where(inside[i * kw + j], taps * weight[c, 0, i, j], torch.zeros_like(taps))
-        h[:, c] += add.view(h.shape[0], *h.shape[2:])
-    return h
+    OH = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    OW = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    taps = F.unfold(x, **unfold).view(N, C, kh * kw, OH * OW)
+    inside = F.unfold(x.new_ones(1, 1, H, W), **unfold).view(1, 1, kh * kw, OH * OW) > 0
+    products = torch.where(inside, taps * weight.reshape(1, C, kh * kw, 1), torch.zeros((), dtype=x.dtype))
+    h = products.sum(dim=2).view(N, C, OH, OW)
+    return h if bias is None else h + bias.view(1, C, 1, 1)
 
 
 def dwsep_conv2d_reference(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1: int,
