@@ -325,18 +325,22 @@ def test_pretrained_efficientnet_lite0_end_to_end():
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_weights_are_read_as_they_are_on_every_call(memory_format):
-    """Nothing derived from the weights outlives a call: in-place writes, writes through
-    ``.data`` (no version bump) and replaced tensors are all seen by the next call."""
+    """The op derives nothing from the weights that outlives a call, and the module's kept
+    channels_last panels follow in-place writes, replaced tensors and, after ``refresh()``,
+    writes through ``.data`` (which do not move the version counter)."""
     mod = DepthwiseSeparableConv2d(16, 70, 3, padding=1).requires_grad_(False)  # 70: two panels, the second padded
     x = torch.randn(1, 16, 7, 9).contiguous(memory_format=memory_format)
     args = lambda: (x, mod.dw_weight, mod.dw_bias, mod.pw_weight, mod.pw_bias, [1, 1], [1, 1], [1, 1], 0, 0)  # noqa: E731
     with run_variant("cpu"):
-        for change in (lambda: mod.pw_weight.mul_(-2.0), lambda: mod.pw_weight.data.mul_(3.0),
+        for change in (lambda: mod.pw_weight.mul_(-2.0), lambda: (mod.pw_weight.data.mul_(3.0), mod.refresh()),
                        lambda: setattr(mod.pw_weight, "data", torch.randn_like(mod.pw_weight)),
                        lambda: mod.dw_weight.data.mul_(0.5)):
             torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
             change()
             torch.testing.assert_close(mod(x), dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
+            with run_variant("cpu"), torch.no_grad():  # the op, with no kept copy, needs no refresh()
+                torch.testing.assert_close(torch.ops.sparsekit.dwsep_conv2d(*args()),
+                                           dwsep_conv2d_reference(*args()), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")

@@ -190,14 +190,27 @@ def test_threads_share_modules(name):
 
 
 def _weight_writes(module):
-    """(description, write) pairs: ways a weight changes behind a module's back."""
+    """(description, write) pairs: ways a weight changes behind a module's back. A module that
+    keeps a copy of a weight between calls (``refresh()``: the depthwise-separable layer's
+    channels_last pointwise panels) documents that writes the version counter does not see
+    need ``refresh()``; every other write must be seen without it."""
     p = next(t for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point())
+    if isinstance(module, DepthwiseSeparableConv2d):
+        p = module.pw_weight  # the weight it keeps a copy of
+    refresh = getattr(module, "refresh", lambda: None)
 
     def replace():
         p.data = torch.randn_like(p)
 
-    return [("in place", lambda: p.mul_(-2.0)), ("through .data", lambda: p.data.mul_(3.0)),
-            ("replaced .data", replace)]
+    def through_data():
+        p.data.mul_(3.0)
+        refresh()
+
+    def load():
+        module.load_state_dict({k: v * 0.5 if v.is_floating_point() else v for k, v in module.state_dict().items()})
+
+    return [("in place", lambda: p.mul_(-2.0)), ("through .data", through_data), ("replaced .data", replace),
+            ("load_state_dict", load)]
 
 
 @pytest.mark.parametrize("name", list(MODULES))

@@ -9,9 +9,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .._conv import pair
-from ..backend import needs_dispatcher, tracks_grad
-from .op import dwsep_conv2d_impl
+from .. import _ext
+from .._conv import is_channels_last, pair
+from ..backend import get_backend, needs_dispatcher, tracks_grad
+from .cpu import dwsep_conv2d_cpu, pointwise_panels
+from .op import check_dwsep_args, dwsep_conv2d_impl
 from .reference import ACTIVATIONS, activation_code, dwsep_conv2d_reference
 
 
@@ -73,6 +75,7 @@ class DepthwiseSeparableConv2d(nn.Module):
         self.pw_weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1, **f))
         self.dw_bias = nn.Parameter(torch.empty(in_channels, **f)) if bias else None
         self.pw_bias = nn.Parameter(torch.empty(out_channels, **f)) if bias else None
+        self._panels = None  # (key, source, panels): see _pointwise_panels
         self.reset_parameters()
 
     def reset_parameters(self) -> None:  # as nn.Conv2d's
@@ -129,7 +132,40 @@ class DepthwiseSeparableConv2d(nn.Module):
             return dwsep_conv2d_reference(*args)  # training: PyTorch's differentiable convolutions
         if needs_dispatcher(x):
             return torch.ops.sparsekit.dwsep_conv2d(*args)
+        if self._native_channels_last(x):
+            check_dwsep_args(*args)
+            return dwsep_conv2d_cpu(*args, pw_panels=self._pointwise_panels())
         return dwsep_conv2d_impl(*args)
+
+    def _native_channels_last(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.pw_weight.dtype == torch.float32
+                and is_channels_last(x) and get_backend() in ("auto", "cpu") and _ext.available())
+
+    def _pointwise_panels(self) -> torch.Tensor:
+        """The channels_last kernel's copy of ``pw_weight`` (:func:`~sparsekit.dwsep.cpu.pointwise_panels`),
+        kept between calls. It is made again when the weight is replaced (``p.data = ...``,
+        ``.to()``), loaded (``load_state_dict``) or updated in place through autograd-visible
+        writes (an optimizer step: the version counter moves). The copy holds the weight's
+        memory, so a replaced weight can never land at the address it was made from. Writes
+        the version counter does not see, through ``.data`` or in place under
+        ``inference_mode``, need :meth:`refresh`."""
+        w = self.pw_weight
+        key = (w.data_ptr(), w.shape, w.stride(), None if w.is_inference() else w._version)
+        cached = self._panels
+        if cached is None or cached[0] != key:
+            cached = (key, w.detach(), pointwise_panels(w))  # w.detach() pins the memory the key names
+            self._panels = cached
+        return cached[2]
+
+    def refresh(self) -> "DepthwiseSeparableConv2d":
+        """Forget the kept copy of the pointwise weight (after writing it through ``.data`` or in
+        place under ``inference_mode``); the next channels_last call makes it again."""
+        self._panels = None
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._panels = None  # loaded weights may be inference tensors, which have no version counter
+        super()._load_from_state_dict(*args, **kwargs)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

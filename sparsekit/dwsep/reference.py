@@ -40,7 +40,7 @@ def depthwise_conv2d_reference(x, weight, bias, stride, padding, dilation):
     every tap's products, kept inside the image, are summed explicitly."""
     stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
     (N, C, H, W), (kh, kw) = x.shape, weight.shape[2:]
-    if torch.compiler.is_compiling() or not any(padding) or bool(torch.isfinite(weight).all()):
+    if torch.compiler.is_compiling() or not any(padding) or bool(torch.isfinite(weight.detach()).all()):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)
     unfold = dict(kernel_size=(kh, kw), dilation=dilation, padding=padding, stride=stride)
     OH = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
