@@ -10,6 +10,8 @@ When K is not a multiple of 64 the last word is padded with zero bits; the XNOR 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .._conv import conv_output_size
@@ -42,9 +44,10 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
     return (bits * _bit_weights(x.device)).sum(dim=-1)
 
 
+@functools.lru_cache(maxsize=64)
 def valid_bits(K: int, device=None) -> torch.Tensor:
     """``[packed_words(K)]`` int64: the bits of a packed row that hold its K elements (every bit
-    but the padding of the last word)."""
+    but the padding of the last word). A constant of K, made once per (K, device): read only."""
     mask = torch.full((packed_words(K),), -1, dtype=torch.int64, device=device)
     if K % WORD_BITS:
         mask[-1] = (1 << (K % WORD_BITS)) - 1
