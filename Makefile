@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   install, then run the speedup benchmark suite and print the table of ratios vs PyTorch
 #   make test    install, then run the tests
+# and one checks the native code (after make install-dev):
+#   make sanitize   the tests on sparsekit._C built with AddressSanitizer + UndefinedBehaviorSanitizer
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 # CPU build of PyTorch (an unpinned torch pulls a multi-GB CUDA build). On a GPU machine
@@ -9,7 +11,7 @@ TORCH ?= torch==2.13.0
 TRITON ?= triton==3.9.0
 RESULTS ?= bench/results
 
-.PHONY: install install-dev test bench bench-quick
+.PHONY: install install-dev test bench bench-quick sanitize
 
 install:
 	$(PIP) install -q $(TORCH) "pybind11>=2.10" setuptools wheel numpy "safetensors>=0.4.3"
@@ -44,3 +46,21 @@ bench-quick: install-dev
 	$(PYTHON) -m pytest bench -q -p no:cacheprovider --quick --benchmark-json=$(RESULTS)/quick.json \
 		--benchmark-columns=median,iqr,rounds
 	$(PYTHON) bench/report.py $(RESULTS)/quick.json
+
+# AddressSanitizer + UndefinedBehaviorSanitizer (any undefined behaviour fatal): the package is
+# built with SPARSEKIT_SANITIZE=1 into $(SANITIZE_DIR), a complete copy apart from the in-place
+# and installed builds, and SANITIZE_TESTS run on that copy: from inside it, since python -m puts
+# the working directory first on sys.path (conftest.py checks that the copy's _C is the one
+# imported). Python and PyTorch are not instrumented, so the sanitizer runtimes are preloaded to
+# come first. ASAN_OPTIONS: no leak report (the interpreter keeps memory until exit by design); a
+# failed allocation returns NULL (MemoryError) instead of aborting.
+SANITIZE_TESTS ?= tests
+SANITIZE_DIR = $(CURDIR)/build/sanitize
+SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	PYTHONPATH=$(SANITIZE_DIR) SPARSEKIT_EXPECT_NATIVE=$(SANITIZE_DIR)
+
+sanitize:
+	SPARSEKIT_SANITIZE=1 $(PYTHON) setup.py -q build --build-base build/sanitize-tmp --build-lib $(SANITIZE_DIR)
+	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -c "import sparsekit._C as C; print('sanitized sparsekit._C:', C.__file__)"
+	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -m pytest $(abspath $(SANITIZE_TESTS)) -q -p no:cacheprovider

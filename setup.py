@@ -20,6 +20,12 @@ extra_link = ["-fopenmp"]
 if sys.platform == "darwin":  # Apple clang: OpenMP through libomp if present
     extra_compile = ["-O3", "-Xpreprocessor", "-fopenmp"]
     extra_link = ["-lomp"]
+# SPARSEKIT_SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer, any undefined behaviour
+# fatal (`make sanitize` builds this way into build/sanitize, apart from the normal build)
+if os.environ.get("SPARSEKIT_SANITIZE") == "1":
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
+    extra_compile += sanitize
+    extra_link += sanitize
 
 ext = Pybind11Extension(
     "sparsekit._C",

@@ -14,6 +14,19 @@ except ImportError:  # only tests/test_properties.py needs it
     settings = None
 
 import sparsekit  # noqa: E402,F401
+from sparsekit import _ext  # noqa: E402
+
+# `make sanitize` runs the tests on an instrumented copy of the package (SPARSEKIT_EXPECT_NATIVE:
+# its directory): stop at once if another build of the extension was imported
+_expected = os.environ.get("SPARSEKIT_EXPECT_NATIVE")
+if _expected:
+    _native = os.path.realpath(_ext.native().__file__)
+    if not _native.startswith(os.path.realpath(_expected) + os.sep):
+        raise RuntimeError(f"SPARSEKIT_EXPECT_NATIVE={_expected} but sparsekit._C was loaded from {_native}")
+
+
+def pytest_report_header(config):
+    return f"sparsekit._C: {_ext._C.__file__ if _ext.available() else f'not loaded ({_ext._LOAD_ERROR!r})'}"
 
 # Hypothesis profiles (tests/test_properties.py), chosen with SPARSEKIT_HYPOTHESIS_PROFILE or pytest's
 # --hypothesis-profile. "ci" (default, `make test`): 40 examples a test, reproducible, and no
