@@ -28,7 +28,7 @@ test: install-dev
 	$(PYTHON) -m pytest tests -q
 
 # the property-based tests with the "full" hypothesis profile (>= 500 examples per test; the "ci"
-# profile of `make test` runs 50)
+# profile of `make test` runs 40)
 .PHONY: test-properties-full
 test-properties-full: install-dev
 	SPARSEKIT_HYPOTHESIS_PROFILE=full $(PYTHON) -m pytest tests/test_properties.py -q

@@ -444,6 +444,17 @@ def expected_dwsep(x, dw, bd, pw, bp, stride, padding, dilation, act1, act2) -> 
     return Expected(ref, tol, amb.expand(ref.shape))
 
 
+def draw_linear_inputs(data, M: int, N: int, K: int):
+    """A linear case's bias (or None), its input ``[M, K]`` laid out as drawn, the layout's name
+    and the thread count."""
+    bias = data.draw(st.none() | values((N,)), label="bias")
+    bias = None if bias is None else bias.build()
+    x2 = data.draw(values((M, K)), label="x").build()
+    layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
+    threads = data.draw(st.sampled_from((2, 1)), label="threads")
+    return bias, lay_out(x2, layout), layout, threads
+
+
 # ---------------------------------------------------------------- block-sparse linear
 
 LIN_DIMS = (1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65)
@@ -468,12 +479,7 @@ def test_bsr_linear_matches_reference(data):
     mask = torch.rand(Nb, Kb, generator=torch.Generator().manual_seed(c["mask_seed"])) < c["density"]
     w = data.draw(values((N, K)), label="weight").build()
     bsr = BSRWeight.from_dense(w, block, mask=mask)  # the part of a block outside W is stored as zeros
-    bias = data.draw(st.none() | values((N,)), label="bias")
-    bias = None if bias is None else bias.build()
-    x2 = data.draw(values((M, K)), label="x").build()
-    layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
-    threads = data.draw(st.sampled_from((2, 1)), label="threads")
-    x = lay_out(x2, layout)
+    bias, x, layout, threads = draw_linear_inputs(data, M, N, K)
     args = (bsr.values, bsr.col_indices, bsr.row_offsets, bias, N, K)
     with num_threads(threads):
         outs = run_every_isa(lambda: ops.bsr_linear(x, *args))
@@ -503,12 +509,7 @@ def _codebook_case(data):
     idx = torch.randint(0, 2**bits, (N, K), generator=torch.Generator().manual_seed(idx_seed))
     packed = pack_indices(idx, bits)
     codebook = data.draw(values((G, 2**bits)), label="codebook").build()
-    bias = data.draw(st.none() | values((N,)), label="bias")
-    bias = None if bias is None else bias.build()
-    x2 = data.draw(values((M, K)), label="x").build()
-    layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
-    threads = data.draw(st.sampled_from((2, 1)), label="threads")
-    x = lay_out(x2, layout)
+    bias, x, layout, threads = draw_linear_inputs(data, M, N, K)
     case = dict(M=M, N=N, K=K, bits=bits, group_size=gs, layout=layout, x_shape=list(x.shape),
                 bias=bias is not None, threads=threads)
     return x, (packed, codebook, bias, K, bits, gs), case, threads
@@ -557,12 +558,7 @@ def _binary_linear_case(data):
     w = data.draw(values((N, K)), label="weight (signs; 0 and -0 pack as +1)").build()
     packed = pack_signs(w)
     scale = data.draw(values((N,), positive=True), label="weight_scale").build()
-    bias = data.draw(st.none() | values((N,)), label="bias")
-    bias = None if bias is None else bias.build()
-    x2 = data.draw(values((M, K)), label="x").build()
-    layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
-    threads = data.draw(st.sampled_from((2, 1)), label="threads")
-    x = lay_out(x2, layout)
+    bias, x, layout, threads = draw_linear_inputs(data, M, N, K)
     case = dict(M=M, N=N, K=K, layout=layout, x_shape=list(x.shape), bias=bias is not None, threads=threads)
     return x, packed, scale, bias, K, case, threads
 
