@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "bsr_convert.h"
+#include "bsr_nonfinite.h"
 #include "codebook_decode.h"
 #include "huffman.h"
 #include "common.h"
@@ -529,20 +529,6 @@ void huffman_decode_py(const py::bytes& data, const py::array& lengths, py::arra
   huffman_decode(reinterpret_cast<const uint8_t*>(buf.data()), static_cast<int64_t>(buf.size()), out.shape(0), len, o);
 }
 
-void bsr_to_dense_py(const py::array& values, const py::array& cols, const py::array& row_off, py::array& out,
-                     int nthreads) {
-  check_array<float>(out, "out", 2, /*writable=*/true);
-  check_nthreads(nthreads);
-  const int64_t N = out.shape(0), K = out.shape(1);
-  const BsrShape s = check_bsr(values, cols, row_off, N, K);
-  const auto* v = static_cast<const float*>(values.data());
-  const auto* c = static_cast<const int32_t*>(cols.data());
-  const auto* r = static_cast<const int32_t*>(row_off.data());
-  auto* d = static_cast<float*>(out.mutable_data());
-  py::gil_scoped_release release;
-  bsr_to_dense(v, c, r, s.Nb, s.bh, s.bw, d, N, K, nthreads);
-}
-
 }  // namespace
 }  // namespace sk
 
@@ -601,6 +587,4 @@ PYBIND11_MODULE(_C, m) {
         "Canonical Huffman codes of int32 symbols (code lengths uint8 per symbol), MSB-first bytes.");
   m.def("huffman_decode", &sk::huffman_decode_py, py::arg("data"), py::arg("lengths"), py::arg("out"),
         "Decodes out.shape[0] symbols; ValueError on a truncated or invalid stream.");
-  m.def("bsr_to_dense", &sk::bsr_to_dense_py, py::arg("values"), py::arg("col_indices"), py::arg("row_offsets"),
-        py::arg("out"), py::arg("nthreads"), "out[N, K] = the BSR matrix (zeros where no block is stored).");
 }

@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from . import _ext
+
 BACKENDS = ("auto", "cpu", "triton", "cuda", "reference")
 
 # backends tried by "auto", in order, per device type
@@ -139,6 +141,12 @@ def tracks_grad(x, *params) -> bool:
     runs its inference path, as ``nn.Linear`` does for an input that needs no gradient."""
     return torch.is_grad_enabled() and (
         x.requires_grad or any(p is not None and p.requires_grad and not p.is_inference() for p in params))
+
+
+def native_cpu_applies(x) -> bool:
+    """Whether a module's eager call on ``x`` may go straight to a native CPU kernel: a float32
+    CPU tensor, the backend switch allowing the CPU kernels, and the extension loaded."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and _current in ("auto", "cpu") and _ext.available()
 
 
 def triton_available() -> bool:

@@ -230,21 +230,6 @@ def test_bad_input_gets_clear_error(over, exc, match):
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
-def test_native_densify_checks_and_matches_reference():
-    w = BSRWeight.from_dense(torch.randn(70, 45), (16, 8), sparsity=0.4)
-    out = torch.empty(70, 45)
-    _ext.native().bsr_to_dense(w.values.numpy(), w.col_indices.numpy(), w.row_offsets.numpy(), out.numpy(), 2)
-    torch.testing.assert_close(out, w.to_dense(), rtol=0, atol=0)
-    bad = w.col_indices.clone()
-    bad[0] = 99
-    with pytest.raises(ValueError, match="out of range"):
-        _ext.native().bsr_to_dense(w.values.numpy(), bad.numpy(), w.row_offsets.numpy(), out.numpy(), 2)
-    with pytest.raises(ValueError, match=r"row_offsets.shape\[0\] must be 8, got 6"):
-        _ext.native().bsr_to_dense(w.values.numpy(), w.col_indices.numpy(), w.row_offsets.numpy(),
-                                   torch.empty(100, 45).numpy(), 2)
-
-
-@pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 @pytest.mark.parametrize(
     "cols, rows, match",
     [

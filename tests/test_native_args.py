@@ -86,7 +86,7 @@ def set_cpu_isa_not_a_string():
     C().set_cpu_isa(3)
 
 
-# ---------------------------------------------------------------- bsr_linear, bsr_to_dense
+# ---------------------------------------------------------------- bsr_linear
 
 
 def bsr(N=8, K=8, bh=4, bw=4):
@@ -220,41 +220,6 @@ def bsr_linear_thread_count_past_int():
 def bsr_linear_empty_batch_with_a_huge_panel():  # nothing to compute: no workspace is sized
     bsr_linear(values=f32(0, 1, 2**40), cols=i32(0), row_off=i32(3), N=2, K=2, x=f32(0, 2), out=f32(0, 2),
                small_m=-1)
-
-
-@case()
-def bsr_to_dense_column_index_out_of_range():
-    v, c, r = bsr()
-    C().bsr_to_dense(v, np.array([5], np.int32), r, f32(8, 8), 1)
-
-
-@case()
-def bsr_to_dense_row_offsets_wrong_length():
-    v, c, _ = bsr()
-    C().bsr_to_dense(v, c, np.array([0, 1], np.int32), f32(8, 8), 1)
-
-
-@case()
-def bsr_to_dense_out_read_only():
-    v, c, r = bsr()
-    C().bsr_to_dense(v, c, r, readonly(f32(8, 8)), 1)
-
-
-@case()
-def bsr_to_dense_zero_threads():
-    v, c, r = bsr()
-    C().bsr_to_dense(v, c, r, f32(8, 8), 0)
-
-
-@case(None)
-def bsr_to_dense_valid():
-    v, c, r = bsr()
-    v[:] = 1
-    out = np.full((8, 8), 7, np.float32)
-    C().bsr_to_dense(v, c, r, out, 1)
-    expected = np.zeros((8, 8), np.float32)
-    expected[:4, :4] = 1
-    assert np.array_equal(out, expected)
 
 
 # ---------------------------------------------------------------- XNOR GEMM, signs

@@ -6,7 +6,7 @@ layer's own tensors and derives nothing from them, so nothing is cached between 
 weight written in place, through ``.data`` or replaced is read as it is on the next call, from
 any thread and under ``inference_mode``. NaN/Inf follow ``x @ W.T`` with the dense weight (an
 absent block is zeros, so a non-finite input meets them: see ``bsr_propagate_nonfinite`` in
-``csrc/bsr_convert.h``).
+``csrc/bsr_nonfinite.h``).
 
 Blocks lose to a dense matmul at large M once the block density is high (measured on a Sapphire
 Rapids Xeon, K = N = 4096, M = 256, 2 threads: break-even at 0.65-0.72 for 8x8 to 64x64 blocks,

@@ -17,7 +17,7 @@ def propagate_nonfinite(x2, y, col_indices, row_offsets, block_size) -> torch.Te
     """For kernels that multiply stored blocks only: ``y [M, N]`` with NaN where ``x2 @ W.T`` has
     one because a non-finite ``x2[m, k]`` meets an absent block (zeros: 0 * Inf = 0 * NaN = NaN),
     i.e. at every output of a block row that stores no block at k's block column. The same rule
-    as ``bsr_propagate_nonfinite`` of the CPU kernel (``csrc/bsr_convert.h``)."""
+    as ``bsr_propagate_nonfinite`` of the CPU kernel (``csrc/bsr_nonfinite.h``)."""
     bad = ~torch.isfinite(x2)
     if not bool(bad.any()):
         return y

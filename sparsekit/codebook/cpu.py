@@ -12,7 +12,7 @@ import torch
 
 from .. import _ext
 from .._ext import as_numpy
-from ..backend import get_backend
+from ..backend import native_cpu_applies
 from .op import check_codebook_linear_args, codebook_linear_kernels, codebook_linear_q8_kernels
 
 
@@ -93,9 +93,8 @@ class NativeQ8:
 
     @staticmethod
     def applies(x: torch.Tensor, in_features: int) -> bool:
-        return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-                and x.shape[1] == in_features and x.is_contiguous() and get_backend() in ("auto", "cpu")
-                and _ext.available())
+        return (type(x) is torch.Tensor and x.dim() == 2 and x.shape[1] == in_features and x.is_contiguous()
+                and native_cpu_applies(x))
 
     def __call__(self, x, indices, codebook, bias, in_features: int, bits: int, group_size: int) -> torch.Tensor:
         key = tuple(None if t is None else (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)

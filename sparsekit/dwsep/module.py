@@ -9,9 +9,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import _ext
 from .._conv import is_channels_last, pair
-from ..backend import get_backend, needs_dispatcher, tracks_grad
+from ..backend import native_cpu_applies, needs_dispatcher, tracks_grad
 from .cpu import dwsep_conv2d_cpu, pointwise_panels
 from .op import check_dwsep_args, dwsep_conv2d_impl
 from .reference import ACTIVATIONS, activation_code, dwsep_conv2d_reference
@@ -138,8 +137,7 @@ class DepthwiseSeparableConv2d(nn.Module):
         return dwsep_conv2d_impl(*args)
 
     def _native_channels_last(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.pw_weight.dtype == torch.float32
-                and is_channels_last(x) and get_backend() in ("auto", "cpu") and _ext.available())
+        return self.pw_weight.dtype == torch.float32 and is_channels_last(x) and native_cpu_applies(x)
 
     def _pointwise_panels(self) -> torch.Tensor:
         """The channels_last kernel's copy of ``pw_weight`` (:func:`~sparsekit.dwsep.cpu.pointwise_panels`),

@@ -3,10 +3,6 @@
 
 namespace sk {
 
-// dense[N, K] = the BSR matrix (indices already validated by the caller).
-void bsr_to_dense(const float* values, const int32_t* cols, const int32_t* row_off, int64_t Nb, int64_t bh,
-                  int64_t bw, float* dense, int64_t N, int64_t K, int nthreads);
-
 // IEEE semantics of y = x @ W.T for the blocks a kernel skips: an absent block is zeros, and
 // 0 * Inf = 0 * NaN = NaN, so a non-finite x[m, k] makes y[m, n] NaN for every output row n whose
 // block row stores no block at k's block column. The kernels multiply stored blocks only; this
