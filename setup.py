@@ -1,19 +1,25 @@
-"""Builds sparsekit._C, the CPU kernels (pybind11 + OpenMP).
+"""Builds sparsekit._C: the CPU kernels and their registration with PyTorch's dispatcher.
 
-No -march/-m flags: each csrc/isa_*.cpp selects its own instruction set with a
-target pragma and csrc/isa.cpp picks one at run time, so one wheel runs on every
-x86-64 CPU (AVX-512, AVX2 or neither) and the extension never links libtorch.
+csrc/ mirrors the Python slices: csrc/<format>/ holds that format's kernel header, its per-ISA
+instantiations (kernel_<isa>.cpp) and its registration (register.cpp); csrc/common/ the vector
+types, the scratch allocator, the checks, the ISA detection and the library's one TORCH_LIBRARY
+block. Every .cpp under csrc/ is compiled: a new format is one new folder, nothing to list here.
+
+No -march/-m flags: each kernel_<isa>.cpp selects its own instruction set with a target pragma
+(common/instantiate.h) and common/isa.cpp picks one at run time, so one build runs on every
+x86-64 CPU (AVX-512, AVX2 or neither). The extension links libtorch (the C++ API: registration
+and autograd), so it is built against the torch it runs with.
 """
 
+import glob
 import os
 import sys
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-sources = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".cpp"))
-# headers too: the kernels live in csrc/*.h, and a change there must rebuild the extension
-headers = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h"))
+sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+headers = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 
 extra_compile = ["-O3", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
 extra_link = ["-fopenmp"]
@@ -27,14 +33,13 @@ if os.environ.get("SPARSEKIT_SANITIZE") == "1":
     extra_compile += sanitize
     extra_link += sanitize
 
-ext = Pybind11Extension(
+ext = CppExtension(
     "sparsekit._C",
     sources,
-    include_dirs=["csrc"],
+    include_dirs=[os.path.abspath("csrc")],
     depends=headers,
-    cxx_std=17,
-    extra_compile_args=extra_compile,
+    extra_compile_args={"cxx": extra_compile},
     extra_link_args=extra_link,
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension})

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import torch  # first: the extension links libtorch
+
 try:
-    from . import _C  # type: ignore[attr-defined]
+    from . import _C  # type: ignore[attr-defined]  (registers the native kernels with the dispatcher)
 
     _LOAD_ERROR: BaseException | None = None
 except Exception as exc:  # ImportError, or a ValueError from a bad SPARSEKIT_CPU_ISA
@@ -28,7 +30,7 @@ def available() -> bool:
 
 
 def native():
-    """The loaded extension module; raises NativeExtensionError (caused by the load error) if absent."""
+    """The loaded extension module (its ops are under ``torch.ops.sparsekit``); raises NativeExtensionError (caused by the load error) if absent."""
     if _C is None:
         raise NativeExtensionError(
             "sparsekit's CPU kernels (sparsekit._C) failed to load: "
@@ -39,25 +41,21 @@ def native():
     return _C
 
 
-def as_numpy(t):
-    """A zero-copy NumPy view of a contiguous CPU tensor, as the native kernels take their
-    buffers (they check dtype, shape and contiguity again before reading)."""
-    t = t.contiguous()
-    return t.detach().numpy() if t.requires_grad else t.numpy()
-
-
 def supported_isas() -> list[str]:
     """CPU instruction sets the kernels can use on this machine, best first."""
-    return list(native().supported_isas())
+    native()
+    return list(torch.ops.sparsekit._supported_cpu_isas())
 
 
 def cpu_isa() -> str:
     """Instruction set the CPU kernels currently run with (SPARSEKIT_CPU_ISA forces a lower one)."""
-    return native().cpu_isa()
+    native()
+    return torch.ops.sparsekit._cpu_isa()
 
 
 def set_cpu_isa(name: str) -> None:
-    native().set_cpu_isa(name)
+    native()
+    torch.ops.sparsekit._set_cpu_isa(name)
 
 
 @contextlib.contextmanager

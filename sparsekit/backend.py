@@ -1,14 +1,18 @@
-"""The one switch that chooses which kernel runs an op.
+"""How an op reaches its kernel, and the one switch that chooses which kernel runs.
 
-``auto`` (default) picks the fastest backend for the input's device: the native CPU
-kernels on CPU, Triton (then CUDA) on GPU. ``cpu``, ``triton``, ``cuda`` and
-``reference`` force one; a forced backend that cannot run on the input's device is
-an error, never a silent fallback. The environment variable SPARSEKIT_BACKEND sets
-the initial choice.
+Every op is registered with PyTorch's dispatcher: its schema and fake here in Python (one
+:class:`KernelTable` per op, in ``sparsekit/<format>/op.py``), its native CPU kernel and autograd
+formula from C++ (``csrc/<format>/register.cpp``), and its Python kernels (the reference,
+Triton, CUDA through CuPy) on the CUDA key and on the op's *fallback* ``_<op>_fallback`` (same
+schema), which the native CPU kernel calls for the inputs it does not run. A module calls
+``torch.ops.sparsekit.<op>``: one path in eager mode, under ``torch.compile`` and in
+``torch.export``.
 
-Every op keeps its kernels in a :class:`KernelTable`; the registered torch op calls
-``table.dispatch(...)`` so the choice happens at run time, also under
-``torch.compile`` and ``torch.export``.
+``auto`` (default) picks the fastest backend for the input's device: the native CPU kernels on
+CPU (float32; other dtypes run the reference), Triton (then CUDA) on GPU. ``cpu``, ``triton``,
+``cuda`` and ``reference`` force one; a forced backend that cannot run on the input's device is
+an error, never a silent fallback. The environment variable SPARSEKIT_BACKEND sets the initial
+choice. The switch is process-wide (the native kernels read it with every call).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -24,8 +28,15 @@ from . import _ext
 
 BACKENDS = ("auto", "cpu", "triton", "cuda", "reference")
 
-# backends tried by "auto", in order, per device type
-_AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("triton", "cuda")}
+# backends tried by "auto", in order, per device type (the CPU's native kernel runs in C++
+# before any of these: it hands over only what it does not run)
+_AUTO_ORDER = {"cuda": ("triton", "cuda")}
+
+# the native CPU kernels' switch (csrc/common/tensor.h CpuBackend): auto, native, python
+_CPU_MODE = {"auto": 0, "cpu": 1}
+
+# the library every Python registration of sparsekit goes through (kept alive with the module)
+LIB = torch.library.Library("sparsekit", "FRAGMENT")
 
 
 def _check_name(name: str) -> str:
@@ -34,7 +45,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-_current = _check_name(os.environ.get("SPARSEKIT_BACKEND", "auto") or "auto")
+_current = "auto"
 
 
 def get_backend() -> str:
@@ -44,26 +55,59 @@ def get_backend() -> str:
 def set_backend(name: str) -> None:
     global _current
     _current = _check_name(name)
+    if _ext.available():
+        torch.ops.sparsekit._set_cpu_backend(_CPU_MODE.get(name, 2))
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Forces a backend inside the block: ``with sparsekit.use_backend("reference"): ...``."""
-    global _current
-    old, _current = _current, _check_name(name)
+    old = _current
+    set_backend(name)
     try:
         yield
     finally:
-        _current = old
+        set_backend(old)
+
+
+def define(name: str, schema: str, impl: Optional[Callable] = None, fake: Optional[Callable] = None) -> None:
+    """Defines ``sparsekit::<name>`` with ``schema`` (arguments and returns: ``"(Tensor x) -> Tensor"``);
+    ``impl``, if given, runs it on every device (an op with no native kernel)."""
+    LIB.define(name + schema)
+    if impl is not None:
+        LIB.impl(name, impl, "CompositeExplicitAutograd")
+    if fake is not None:
+        torch.library.register_fake(f"sparsekit::{name}", fake, lib=LIB)
 
 
 class KernelTable:
-    """The kernels of one op: backend name -> (function, device types, availability check)."""
+    """One op: its schema (defined here), its fake, and its Python kernels, by backend name ->
+    (function, device types, availability check, whether it supports the inputs).
 
-    def __init__(self, op_name: str):
-        self.op_name = op_name
-        self._kernels: dict[str, tuple[Callable, tuple[str, ...], Callable[[], bool], Callable]] = {}
+    ``check(*args)`` validates a call's arguments before any Python kernel runs (the native
+    kernel checks its own in C++). ``native_cpu=True``: the op has a C++ CPU kernel (registered when sparsekit._C loads), which
+    runs float32 and hands other inputs, or every call when another backend is forced, to the
+    op's fallback, whose kernel :meth:`choose` picks here. Without the extension the Python
+    kernels take the CPU key themselves."""
+
+    def __init__(self, name: str, schema: str, fake: Callable, check: Callable, native_cpu: bool = True):
+        self.name = name
+        self.check = check
+        self.op_name = f"sparsekit::{name}"
+        self._kernels: dict[str, tuple[Optional[Callable], tuple[str, ...], Callable[[], bool], Callable]] = {}
         self._warned: set[str] = set()
+        define(name, schema, fake=fake)
+        define(f"_{name}_fallback", schema, impl=self._run)
+        LIB.impl(name, self._run, "CUDA")
+        if native_cpu:
+            self._kernels["cpu"] = (None, ("cpu",), _ext.available, lambda *a, **k: True)
+        if not (native_cpu and _ext.available()):
+            LIB.impl(name, self._run, "CPU")
+
+    @property
+    def op(self):
+        """The op's default overload, ``torch.ops.sparsekit.<name>.default`` (what modules call)."""
+        return getattr(torch.ops.sparsekit, self.name).default
 
     def register(
         self,
@@ -90,6 +134,7 @@ class KernelTable:
         ]
 
     def choose(self, device_type: str, *args) -> Callable:
+        """The Python kernel for a call that reached Python (GPU, or handed over by the native CPU kernel)."""
         want = _current
         if want != "auto":
             if want not in self._kernels:
@@ -101,36 +146,29 @@ class KernelTable:
                 )
             if not avail():
                 raise RuntimeError(f"{self.op_name}: backend {want!r} is not available on this machine")
+            if fn is None:  # the native kernel, forced, on a machine without the extension
+                _ext.native()
             return fn
+        if device_type == "cpu" and "cpu" in self._kernels and not _ext.available():
+            _ext.native()  # the native kernel is the CPU's: its load error, not a silent reference
         for name in _AUTO_ORDER.get(device_type, ()):
             if name not in self._kernels:
                 continue
             fn, devs, avail, supports = self._kernels[name]
-            if not supports(*args):
-                continue
-            if name == "cpu" or avail():  # the CPU kernel raises its own load error when missing
+            if supports(*args) and avail():
                 return fn
-        key = f"{device_type}"
-        if key not in self._warned:
-            self._warned.add(key)
+        if device_type not in self._warned:
+            self._warned.add(device_type)
             warnings.warn(
                 f"{self.op_name}: no fast kernel for these inputs on {device_type!r}; using the reference",
                 stacklevel=3,
             )
         return self._kernels["reference"][0]
 
-    def dispatch(self, device_type: str, *args):
-        return self.choose(device_type, *args)(*args)
-
-
-def needs_dispatcher(x, *params) -> bool:
-    """Whether a module call must go through its registered ``torch.ops.sparsekit`` op
-    (autograd, tracing, tensor subclasses) rather than straight to the op's implementation.
-    Calling the op costs about 15 us of dispatch in eager mode, more than the whole product
-    on a small layer; modules call the implementation directly for plain eager inference."""
-    if type(x) is not torch.Tensor or torch.compiler.is_compiling():
-        return True
-    return tracks_grad(x, *params)
+    def _run(self, *args):
+        self.check(*args)
+        device = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+        return self.choose(device, *args)(*args)
 
 
 def tracks_grad(x, *params) -> bool:
@@ -141,12 +179,6 @@ def tracks_grad(x, *params) -> bool:
     runs its inference path, as ``nn.Linear`` does for an input that needs no gradient."""
     return torch.is_grad_enabled() and (
         x.requires_grad or any(p is not None and p.requires_grad and not p.is_inference() for p in params))
-
-
-def native_cpu_applies(x) -> bool:
-    """Whether a module's eager call on ``x`` may go straight to a native CPU kernel: a float32
-    CPU tensor, the backend switch allowing the CPU kernels, and the extension loaded."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and _current in ("auto", "cpu") and _ext.available()
 
 
 def triton_available() -> bool:
@@ -167,3 +199,6 @@ def cupy_available() -> bool:
     except Exception:
         return False
     return True
+
+
+set_backend(_check_name(os.environ.get("SPARSEKIT_BACKEND", "auto") or "auto"))

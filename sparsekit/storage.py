@@ -133,7 +133,24 @@ def _huffman(symbols: np.ndarray, alphabet: int) -> Optional[tuple[list[int], by
                                    np.zeros(alphabet, dtype=np.int64))
     if lengths is None:
         return None
-    return lengths.tolist(), _ext.native().huffman_encode(symbols, lengths)
+    return lengths.tolist(), huffman_encode(symbols, lengths)
+
+
+def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
+    """The canonical Huffman code of int32 ``symbols`` (code ``lengths``, uint8 per symbol) as
+    bytes, MSB first (the native op ``sparsekit::_huffman_encode``)."""
+    _ext.native()
+    code = torch.ops.sparsekit._huffman_encode(torch.from_numpy(np.ascontiguousarray(symbols)),
+                                               torch.from_numpy(np.ascontiguousarray(lengths)))
+    return code.numpy().tobytes()
+
+
+def huffman_decode(data: bytes, lengths: np.ndarray, n: int) -> np.ndarray:
+    """``n`` int32 symbols from the code bytes; ValueError on a truncated or invalid stream
+    (the native op ``sparsekit::_huffman_decode``, which trusts neither ``n`` nor the bytes)."""
+    _ext.native()
+    stream = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    return torch.ops.sparsekit._huffman_decode(stream, torch.from_numpy(np.ascontiguousarray(lengths)), n).numpy()
 
 
 def _huffman_indices(idx: torch.Tensor, bits: int) -> tuple[Optional[tuple[list[int], bytes]], int]:
@@ -172,11 +189,13 @@ def _unhuffman(data: bytes, lengths: np.ndarray, n: int, where: str, out: Option
     Every code has at least one bit: ``n`` is checked against the stream before allocating."""
     if n > 8 * len(data):
         raise ValueError(f"{where}: {n} symbols cannot be coded in {len(data)} bytes (at most 8 per byte)")
-    out = np.empty(n, dtype=np.int32) if out is None else out
     try:
-        _ext.native().huffman_decode(data, lengths, out)
+        symbols = huffman_decode(data, lengths, n)
     except ValueError as exc:
         raise ValueError(f"{where}: corrupted Huffman stream: {exc}") from exc
+    if out is None:
+        return symbols
+    out[:] = symbols
     return out
 
 

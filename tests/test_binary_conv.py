@@ -90,28 +90,25 @@ def test_native_im2col_matches_word_im2col(isa, case, nhwc):
     x[x.abs() < 0.05] = 0.0
     x.view(-1)[::97] = -0.0
     expected, (OH, OW) = im2col_words(pack_signs(x.permute(0, 2, 3, 1).contiguous()), Cin, k, s, p, d)
-    out = torch.full((B * OH * OW, expected.shape[1]), -1, dtype=torch.int64)
-    xin = x.permute(0, 2, 3, 1).contiguous() if nhwc else x
+    xin = x.contiguous(memory_format=torch.channels_last) if nhwc else x
     with _ext.use_cpu_isa(isa):
-        _ext.native().conv_im2col(xin.numpy(), out.numpy(), list(k), list(s), list(p), list(d), nhwc, 2)
+        out = torch.ops.sparsekit._conv_im2col(xin, list(k), list(s), list(p), list(d), expected.shape[1])
     assert torch.equal(out, expected)
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 def test_native_im2col_checks_arguments():
-    C = _ext.native()
-    x = torch.randn(1, 3, 5, 5).numpy()
-    with pytest.raises(ValueError, match=r"out.shape\[0\] must be 25"):
-        C.conv_im2col(x, torch.empty(24, 9, dtype=torch.int64).numpy(), [3, 3], [1, 1], [1, 1], [1, 1], False, 1)
-    with pytest.raises(ValueError, match="at least kh\\*kw\\*ceil\\(C/64\\) = 9 words"):
-        C.conv_im2col(x, torch.empty(25, 8, dtype=torch.int64).numpy(), [3, 3], [1, 1], [1, 1], [1, 1], False, 1)
+    im2col = torch.ops.sparsekit._conv_im2col
+    x = torch.randn(1, 3, 5, 5)
+    assert im2col(x, [3, 3], [1, 1], [1, 1], [1, 1], 9).shape == (25, 9)
+    with pytest.raises(ValueError, match="at least kh\\*kw\\*ceil\\(C/64\\) = 9"):
+        im2col(x, [3, 3], [1, 1], [1, 1], [1, 1], 8)
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
-        C.conv_im2col(x, torch.empty(1, 9, dtype=torch.int64).numpy(), [3, 3], [1, 1], [0, 0], [3, 3], False, 1)
-    with pytest.raises(ValueError, match="stride >= 1"):
-        C.conv_im2col(x, torch.empty(25, 9, dtype=torch.int64).numpy(), [3, 3], [0, 1], [1, 1], [1, 1], False, 1)
-    with pytest.raises(TypeError, match="x must be float32"):
-        C.conv_im2col(x.astype("float64"), torch.empty(25, 9, dtype=torch.int64).numpy(), [3, 3], [1, 1], [1, 1],
-                      [1, 1], False, 1)
+        im2col(x, [3, 3], [1, 1], [0, 0], [3, 3], 9)
+    with pytest.raises(ValueError, match="stride must be two ints >= 1"):
+        im2col(x, [3, 3], [0, 1], [1, 1], [1, 1], 9)
+    with pytest.raises(TypeError, match="x must have dtype float32"):
+        im2col(x.double(), [3, 3], [1, 1], [1, 1], [1, 1], 9)
 
 
 def test_straight_through_training_then_frozen_inference():

@@ -7,7 +7,6 @@ import torch
 import sparsekit
 from sparsekit import _ext
 from sparsekit.block_sparse import BSRWeight, bsr_linear_kernels, bsr_linear_reference
-from sparsekit.block_sparse import cpu as bsr_cpu
 from sparsekit.testing import AWKWARD_LINEAR_SHAPES, devices, kernel_variants, run_variant
 
 VARIANTS = [(d, v) for d in devices() for v in kernel_variants(bsr_linear_kernels, d) if v != "reference"]

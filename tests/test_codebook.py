@@ -21,8 +21,6 @@ from sparsekit.codebook import (
     sqnr_db,
     unpack_indices,
 )
-from sparsekit.codebook import cpu as codebook_cpu
-from sparsekit.codebook.op import codebook_linear_q8_impl
 from sparsekit.nn import CodebookLinear
 from sparsekit.testing import (
     AWKWARD_LINEAR_SHAPES,
@@ -119,7 +117,7 @@ def test_kernels_match_reference(device, variant, bits, group_size, M, N, K):
 @pytest.mark.parametrize("bits", [2, 4])
 def test_large_m_path_and_noncontiguous_input(device, variant, bits):
     """Enough rows for the decoded-panel path (and more than one panel), a strided batched x."""
-    N, K = codebook_cpu.PANEL_ROWS + 37, 70
+    N, K = 512 + 37, 70  # N: past one panel of csrc/codebook/register.cpp kPanelRows
     packed, codebook, _ = _packed(N, K, bits, 100, device)
     x = torch.randn(2, 40, 2 * K, device=device)[..., ::2]
     with run_variant(variant):
@@ -286,19 +284,21 @@ def test_convert_and_bad_input():
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 def test_native_entry_points_check_arguments():
-    C = _ext.native()
-    x, out = torch.randn(2, 20).numpy(), torch.empty(2, 6).numpy()
-    idx, cb = torch.zeros(6, 2, dtype=torch.int32).numpy(), torch.zeros(1, 4).numpy()
-    with pytest.raises(ValueError, match=r"indices.shape\[1\] must be 2"):
-        C.codebook_linear(x, torch.zeros(6, 1, dtype=torch.int32).numpy(), cb, None, out, 2, 6, 1)
-    with pytest.raises(ValueError, match=r"codebook.shape\[0\] must be 2"):
-        C.codebook_linear(x, idx, cb, None, out, 2, 3, 1)
-    with pytest.raises(ValueError, match="bits must be 1, 2, 3 or 4"):
-        C.codebook_linear(x, idx, cb, None, out, 5, 6, 1)
-    with pytest.raises(TypeError, match="indices must be int32"):
-        C.codebook_linear(x, idx.astype("int64"), cb, None, out, 2, 6, 1)
+    op, decode = torch.ops.sparsekit.codebook_linear, torch.ops.sparsekit._codebook_decode
+    x = torch.randn(2, 20)
+    idx, cb = torch.zeros(6, 2, dtype=torch.int32), torch.zeros(1, 4)
+    with sparsekit.use_backend("cpu"):
+        with pytest.raises(ValueError, match=r"indices must have shape \[6, 2\]"):
+            op(x, torch.zeros(6, 1, dtype=torch.int32), cb, None, 20, 2, 6)
+        with pytest.raises(ValueError, match=r"codebook must have shape \[2, 4\]"):
+            op(x, idx, cb, None, 20, 2, 3)
+        with pytest.raises(ValueError, match="bits must be 1, 2, 3 or 4"):
+            op(x, idx, cb, None, 20, 5, 6)
+        with pytest.raises(TypeError, match="indices must have dtype int32"):
+            op(x, idx.long(), cb, None, 20, 2, 6)
     with pytest.raises(ValueError, match="codebook has 1 groups"):
-        C.codebook_decode(idx, cb, torch.empty(6, 20).numpy(), 2, 3, 0, 1)
+        decode(idx, cb, 20, 2, 3, 0)
+    assert decode(idx, cb, 20, 2, 6, 0).shape == (6, 20)
 
 
 @pytest.mark.parametrize("device, variant", Q8_VARIANTS)
@@ -345,21 +345,20 @@ def test_int8_option_in_the_module():
                           (torch.randn(3, 100), mod.indices, mod.codebook.detach(), None, 100, 2, 16))
 
 
-@pytest.mark.skipif(not _ext.available(), reason="the eager int8 path calls the native kernel")
-def test_int8_module_eager_path_follows_its_tensors():
-    """The module's direct native call (eager CPU float32) gives what the op gives, and notices
-    a tensor written in place, replaced, or a copied module."""
+def test_int8_module_follows_its_tensors():
+    """The module reads its tensors as they are on every call (nothing is kept between calls):
+    it gives what the op gives on its current tensors after one is written in place, replaced,
+    or the module copied."""
     import copy
 
     mod = CodebookLinear.from_dense(nn.Linear(70, 33), bits=2, group_size=8, compute="int8").eval()
     x = torch.randn(1, 70)
 
     def via_op(m, inp):
-        return codebook_linear_q8_impl(inp, m.indices, m.codebook.detach(), m.bias.detach(), 70, 2, 8)
+        return torch.ops.sparsekit.codebook_linear_q8(inp, m.indices, m.codebook.detach(), m.bias.detach(), 70, 2, 8)
 
     with torch.no_grad():
         assert torch.equal(mod(x), via_op(mod, x))
-        assert mod._native_q8._views is not None  # the eager path ran
         mod.codebook.mul_(2)  # in place: a new version
         assert torch.equal(mod(x), via_op(mod, x))
         mod.codebook.data.mul_(-1)  # through .data: the version counter does not move

@@ -119,22 +119,21 @@ def test_bad_input_is_rejected_with_the_argument_named():
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 def test_native_entry_point_checks_before_reading():
-    C = _ext.native()
-    x, dw, out = torch.randn(1, 8, 6, 7), torch.randn(8, 9), torch.empty(1, 12, 6, 7)
-    pw = torch.randn(12, 8)
-    args = dict(kernel=[3, 3], stride=[1, 1], padding=[1, 1], dilation=[1, 1], act1=0, act2=0, nhwc=False, nthreads=1)
-    C.dwsep_conv2d(x.numpy(), dw.numpy(), None, pw.numpy(), None, out.numpy(), **args)
-    with pytest.raises(ValueError, match=r"depthwise_weight.shape\[1\] must be 9"):
-        C.dwsep_conv2d(x.numpy(), torch.randn(8, 4).numpy(), None, pw.numpy(), None, out.numpy(), **args)
-    with pytest.raises(ValueError, match=r"out.shape\[1\] must be 12"):
-        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, pw.numpy(), None, torch.empty(1, 11, 6, 7).numpy(), **args)
-    with pytest.raises(ValueError, match=r"pointwise_weight.shape\[1\] must be 8"):
-        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 9).numpy(), None, out.numpy(), **args)
-    with pytest.raises(ValueError, match=r"pointwise_bias.shape\[0\] must be 12"):
-        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, pw.numpy(), torch.randn(3).numpy(), out.numpy(), **args)
-    with pytest.raises(TypeError, match="x must be float32"):
-        C.dwsep_conv2d(x.double().numpy(), dw.numpy(), None, pw.numpy(), None, out.numpy(), **args)
-
+    op = torch.ops.sparsekit.dwsep_conv2d
+    x, dw, pw = torch.randn(1, 8, 6, 7), torch.randn(8, 1, 3, 3), torch.randn(12, 8, 1, 1)
+    geo = ([1, 1], [1, 1], [1, 1], 0, 0)
+    with sparsekit.use_backend("cpu"):
+        assert op(x, dw, None, pw, None, *geo).shape == (1, 12, 6, 7)
+        with pytest.raises(ValueError, match=r"dw_weight must have shape \[8, 1, kh, kw\]"):
+            op(x, torch.randn(8, 2, 3, 3), None, pw, None, *geo)
+        with pytest.raises(ValueError, match=r"pw_weight must have shape \[12, 8, 1, 1\]"):
+            op(x, dw, None, torch.randn(12, 9, 1, 1), None, *geo)
+        with pytest.raises(ValueError, match=r"pw_bias must have shape \[12\]"):
+            op(x, dw, None, pw, torch.randn(3), *geo)
+        with pytest.raises(TypeError, match="dw_weight must have dtype float32"):
+            op(x, dw.double(), None, pw, None, *geo)
+        with pytest.raises(TypeError, match="float32 only"):
+            op(x.double(), dw.double(), None, pw.double(), None, *geo)
 
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
@@ -345,19 +344,18 @@ def test_weights_are_read_as_they_are_on_every_call(memory_format):
 
 @pytest.mark.skipif(not _ext.available(), reason="needs the native extension")
 def test_native_rejects_a_wrong_transposed_weight():
-    C = _ext.native()
-    x, dw, out = torch.randn(1, 6, 7, 8), torch.randn(8, 9), torch.empty(1, 6, 7, 12)
-    args = dict(kernel=[3, 3], stride=[1, 1], padding=[1, 1], dilation=[1, 1], act1=0, act2=0, nthreads=1)
-    with pytest.raises(ValueError, match=r"pointwise_weight_t.shape\[2\] must be 64"):
-        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None, out.numpy(), nhwc=True,
-                       pointwise_weight_t=torch.randn(1, 8, 12).numpy(), **args)
-    with pytest.raises(ValueError, match="pointwise_weight_t must have 3 dimensions"):
-        C.dwsep_conv2d(x.numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None, out.numpy(), nhwc=True,
-                       pointwise_weight_t=torch.randn(8, 64).numpy(), **args)
-    with pytest.raises(ValueError, match="pointwise_weight_t is for channels_last"):
-        C.dwsep_conv2d(torch.randn(1, 8, 6, 7).numpy(), dw.numpy(), None, torch.randn(12, 8).numpy(), None,
-                       torch.empty(1, 12, 6, 7).numpy(), nhwc=False, pointwise_weight_t=torch.randn(1, 8, 64).numpy(),
-                       **args)
+    op = torch.ops.sparsekit.dwsep_conv2d
+    x = torch.randn(1, 8, 6, 7).contiguous(memory_format=torch.channels_last)
+    dw, pw = torch.randn(8, 1, 3, 3), torch.randn(12, 8, 1, 1)
+    geo = ([1, 1], [1, 1], [1, 1], 0, 0)
+    with sparsekit.use_backend("cpu"):
+        with pytest.raises(ValueError, match=r"pw_panels must have shape \[1, 8, 64\]"):
+            op(x, dw, None, pw, None, *geo, torch.randn(1, 8, 12))
+        with pytest.raises(ValueError, match="pw_panels must have 3 dimensions"):
+            op(x, dw, None, pw, None, *geo, torch.randn(8, 64))
+        # NCHW input: the panels are for the channels_last kernel only, and ignored
+        y = op(x.contiguous(), dw, None, pw, None, *geo, torch.randn(1, 8, 64))
+    torch.testing.assert_close(y, dwsep_conv2d_reference(x, dw, None, pw, None, *geo), rtol=1e-4, atol=1e-4)
 
 
 # bf16 on the GPU only: Triton's interpreter multiplies bf16 tiles wrongly in tl.dot (its

@@ -65,10 +65,8 @@ from sparsekit.binary.reference import (
     xnor_gemm_reference,
 )
 from sparsekit.block_sparse import BSRWeight
-from sparsekit.block_sparse import cpu as bsr_cpu
 from sparsekit.block_sparse.format import bsr_to_dense
 from sparsekit.block_sparse.reference import bsr_linear_reference
-from sparsekit.codebook import cpu as codebook_cpu
 from sparsekit.codebook.format import codebook_dense, num_groups, pack_indices, unpack_indices
 from sparsekit.codebook.reference import (
     codebook_linear_q8_reference,
@@ -85,11 +83,13 @@ FLT_MIN = torch.finfo(torch.float32).tiny  # smallest normal float32
 LIMIT = 1e37  # sum |finite terms| above this: float32 partial sums may overflow (not compared)
 
 # the kernels' path thresholds (read where they still exist, so the file survives their removal)
-BSR_SMALL_M = getattr(bsr_cpu, "SMALL_M", 24)
-BSR_DENSE_MIN_M = getattr(bsr_cpu, "DENSE_FALLBACK_MIN_M", 48)
+# the native kernels' path thresholds (csrc/block_sparse/register.cpp kSmallM, csrc/codebook/register.cpp
+# dense_from_m and kPanelRows): the shapes drawn straddle them
+BSR_SMALL_M = 24
+BSR_DENSE_MIN_M = 48
 BSR_PANEL = 64  # csrc/kernel_args.h kBsrPanel: activation rows per packed panel (large-M path)
-CB_DENSE_FROM_M = getattr(codebook_cpu, "DENSE_FROM_M", {1: 96, 2: 32, 3: 16, 4: 16})
-CB_PANEL_ROWS = getattr(codebook_cpu, "PANEL_ROWS", 512)
+CB_DENSE_FROM_M = {1: 96, 2: 32, 3: 16, 4: 16}
+CB_PANEL_ROWS = 512
 
 NAN, INF = math.nan, math.inf
 SPECIALS = (NAN, INF, -INF, 0.0, -0.0, 1e30, -1e30, 3e38, -3e38, 1e-45, -1e-45, 1e-39, -3e-39, FLT_MIN, 1e-30)

@@ -10,7 +10,7 @@ from torch import nn
 import sparsekit
 from sparsekit import _ext
 from sparsekit.nn import BinaryConv2d, BinaryLinear, BlockSparseLinear, CodebookLinear
-from sparsekit.storage import RECORD_CRC_KEY, RECORD_KEY, huffman_code_lengths
+from sparsekit.storage import RECORD_CRC_KEY, RECORD_KEY, huffman_code_lengths, huffman_decode, huffman_encode
 
 pytestmark = pytest.mark.skipif(not _ext.available(), reason="the Huffman coder is native")
 
@@ -64,19 +64,18 @@ def test_huffman_code_lengths_are_optimal_and_lossless():
     rng = np.random.default_rng(0)
     symbols = rng.choice(4, size=10_001, p=[0.6, 0.25, 0.1, 0.05]).astype(np.int32)
     lengths = huffman_code_lengths(np.bincount(symbols, minlength=4))
-    data = _ext.native().huffman_encode(symbols, lengths)
-    out = np.empty_like(symbols)
-    _ext.native().huffman_decode(data, lengths, out)
+    data = huffman_encode(symbols, lengths)
+    out = huffman_decode(data, lengths, len(symbols))
     assert np.array_equal(out, symbols)
     p = np.bincount(symbols) / symbols.size
     entropy = -(p * np.log2(p)).sum()
     assert entropy * symbols.size / 8 <= len(data) <= (entropy + 1) * symbols.size / 8 + 1
     with pytest.raises(ValueError, match="stream ends"):
-        _ext.native().huffman_decode(data[: len(data) // 2], lengths, out)
+        huffman_decode(data[: len(data) // 2], lengths, len(symbols))
     with pytest.raises(ValueError, match="prefix code"):
-        _ext.native().huffman_decode(data, np.array([1, 1, 1, 0], dtype=np.uint8), out)
+        huffman_decode(data, np.array([1, 1, 1, 0], dtype=np.uint8), len(symbols))
     with pytest.raises(ValueError, match="has no code"):
-        _ext.native().huffman_encode(np.array([3], dtype=np.int32), np.array([1, 1, 0, 0], dtype=np.uint8))
+        huffman_encode(np.array([3], dtype=np.int32), np.array([1, 1, 0, 0], dtype=np.uint8))
 
 
 
@@ -84,26 +83,24 @@ def test_huffman_decode_trusts_neither_the_count_nor_the_stream():
     """The symbol count, the bytes and the code lengths may all come from a hostile file."""
     lengths = np.array([1, 2, 2], dtype=np.uint8)
     symbols = np.array([0, 1, 2, 0, 0, 2, 1], dtype=np.int32)  # 11 bits: 2 bytes, 5 zero bits of padding
-    data = _ext.native().huffman_encode(symbols, lengths)
+    data = huffman_encode(symbols, lengths)
     assert len(data) == 2
-    native = _ext.native()
     # a count above 8 symbols per byte is refused before decoding (no code is shorter than a bit)
     with pytest.raises(ValueError, match="stream ends before its 17 symbols"):
-        native.huffman_decode(data, lengths, np.empty(17, dtype=np.int32))
+        huffman_decode(data, lengths, 17)
     with pytest.raises(ValueError, match="bytes left after the last symbol"):
-        native.huffman_decode(data + b"\0", lengths, np.empty(7, dtype=np.int32))
+        huffman_decode(data + b"\0", lengths, 7)
     with pytest.raises(ValueError, match="bytes left after the last symbol"):
-        native.huffman_decode(data, lengths, np.empty(2, dtype=np.int32))
+        huffman_decode(data, lengths, 2)
     with pytest.raises(ValueError, match="nonzero padding"):
-        native.huffman_decode(data[:1] + bytes([data[1] | 1]), lengths, np.empty(7, dtype=np.int32))
+        huffman_decode(data[:1] + bytes([data[1] | 1]), lengths, 7)
     with pytest.raises(ValueError, match="above 32"):
-        native.huffman_decode(data, np.array([1, 33], dtype=np.uint8), np.empty(7, dtype=np.int32))
+        huffman_decode(data, np.array([1, 33], dtype=np.uint8), 7)
     with pytest.raises(ValueError, match="invalid code"):  # only code "0" exists: 32 ones match nothing
-        native.huffman_decode(b"\xff" * 5, np.array([1, 0, 0], dtype=np.uint8), np.empty(1, dtype=np.int32))
-    out = np.empty(7, dtype=np.int32)
-    native.huffman_decode(data, lengths, out)
-    assert out.tolist() == symbols.tolist()
-    native.huffman_decode(b"", lengths, np.empty(0, dtype=np.int32))
+        huffman_decode(b"\xff" * 5, np.array([1, 0, 0], dtype=np.uint8), 1)
+    assert huffman_decode(data, lengths, 7).tolist() == symbols.tolist()
+    assert huffman_decode(b"", lengths, 0).tolist() == []
+
 
 def _rewrite(path, out, edit_record=None, metadata=None):
     """``path``'s tensors written to ``out`` with its format record edited (checksum recomputed),

@@ -1,6 +1,5 @@
 """Binary (+-1) networks: bit-packed signs, the XNOR-popcount GEMM, XNOR-Net linear layers."""
 
-from . import cpu as _cpu  # noqa: F401  (registers the CPU kernels)
 from . import cuda as _cuda  # noqa: F401  (registers the CUDA kernels; they need CuPy at run time)
 from .format import WORD_BITS, pack_signs, packed_words, unpack_signs
 from .config import BinaryConfig

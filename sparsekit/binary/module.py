@@ -21,10 +21,9 @@ import torch
 from torch import nn
 
 from .._conv import pair
-from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
 from .format import check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
-from .op import binary_conv2d_impl, binary_linear_impl, sign_linear_impl
+from .op import binary_conv2d, binary_linear, sign_linear
 from .reference import input_scale_of, sign_pm1
 
 FORMAT_VERSION = 1
@@ -135,14 +134,8 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
                 y = y * input_scale_of(x)
             return y if self.bias is None else y + self.bias
         if not self.binarize_input:  # BinaryConnect
-            args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_features)
-            if needs_dispatcher(x, self.bias):
-                return torch.ops.sparsekit.sign_linear(*args)
-            return sign_linear_impl(*args)
-        args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_features, self.input_scale)
-        if needs_dispatcher(x, self.bias):
-            return torch.ops.sparsekit.binary_linear(*args)
-        return binary_linear_impl(*args)  # eager inference: the same kernels, without dispatch overhead
+            return sign_linear(x, self.weight_packed, self.weight_scale, self.bias, self.in_features)
+        return binary_linear(x, self.weight_packed, self.weight_scale, self.bias, self.in_features, self.input_scale)
 
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
@@ -224,11 +217,8 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
             ph, pw = self.padding
             xb = SignSTE.apply(nn.functional.pad(x, (pw, pw, ph, ph)))  # zero padding, then sign: +1
             return nn.functional.conv2d(xb, wb, self.bias, self.stride, 0, self.dilation)
-        args = (x, self.weight_packed, self.weight_scale, self.bias, self.in_channels, list(self.kernel_size),
-                list(self.stride), list(self.padding), list(self.dilation))
-        if needs_dispatcher(x, self.bias):
-            return torch.ops.sparsekit.binary_conv2d(*args)
-        return binary_conv2d_impl(*args)
+        return binary_conv2d(x, self.weight_packed, self.weight_scale, self.bias, self.in_channels,
+                             list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
 
     def _validate_loaded(self, where: str) -> None:
         kh, kw = self.kernel_size

@@ -1,6 +1,5 @@
 """Block-sparse (BSR) linear layers: structured pruning in blocks that really runs faster."""
 
-from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel)
 from .config import BlockSparseConfig
 from .format import FORMAT_VERSION, BSRWeight, block_norms, bsr_to_dense, topk_mask, validate_bsr

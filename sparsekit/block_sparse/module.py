@@ -7,8 +7,7 @@ from torch import nn
 
 from ..formats import VersionedFormat, format_tensor
 from .format import FORMAT_VERSION, BSRWeight, _pair, block_rows, grid_shape, validate_bsr
-from ..backend import needs_dispatcher
-from .op import bsr_linear_impl
+from .op import bsr_linear
 
 
 class BlockSparseLinear(VersionedFormat, nn.Module):
@@ -100,10 +99,8 @@ class BlockSparseLinear(VersionedFormat, nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        args = (x, self.values, self.col_indices, self.row_offsets, self.bias, self.out_features, self.in_features)
-        if needs_dispatcher(x, self.values, self.bias):
-            return torch.ops.sparsekit.bsr_linear(*args)
-        return bsr_linear_impl(*args)  # eager inference: the same kernels, without dispatch overhead
+        return bsr_linear(x, self.values, self.col_indices, self.row_offsets, self.bias, self.out_features,
+                          self.in_features)
 
     # ---------------------------------------------------------------- views
     def bsr(self) -> BSRWeight:

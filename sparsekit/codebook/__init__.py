@@ -1,6 +1,5 @@
 """Weight clustering: k-means codebooks of 1-4 bit indices and the matmul that runs on them."""
 
-from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel where Triton runs)
 from .config import CodebookConfig
 from .format import (
@@ -17,7 +16,6 @@ from .format import (
 from .module import CodebookLinear
 from .op import (
     codebook_linear,
-    codebook_linear_impl,
     codebook_linear_kernels,
     codebook_linear_q8,
     codebook_linear_q8_kernels,
@@ -37,7 +35,6 @@ __all__ = [
     "cluster_weight",
     "codebook_dense",
     "codebook_linear",
-    "codebook_linear_impl",
     "codebook_linear_kernels",
     "codebook_linear_q8",
     "codebook_linear_q8_kernels",

@@ -7,7 +7,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
 from .format import (
     check_bits,
@@ -19,8 +18,7 @@ from .format import (
     pack_indices,
     resolve_group_size,
 )
-from .cpu import NativeQ8
-from .op import codebook_linear_impl, codebook_linear_q8_impl
+from .op import codebook_linear, codebook_linear_q8
 
 FORMAT_VERSION = 1
 
@@ -51,7 +49,6 @@ class CodebookLinear(VersionedFormat, nn.Module):
                  device=None, dtype=None):
         super().__init__()
         self.keep_zeros = bool(keep_zeros)
-        self._native_q8 = NativeQ8()
         if compute not in self.COMPUTE:
             raise ValueError(f"compute must be one of {self.COMPUTE}, got {compute!r}")
         self.compute = compute
@@ -89,28 +86,21 @@ class CodebookLinear(VersionedFormat, nn.Module):
                 mod.bias.copy_(linear.bias)
         return mod
 
-    def _codebook(self) -> torch.Tensor:
-        if self.keep_zeros and self.codebook.requires_grad and torch.is_grad_enabled():
-            # centroid 0 of every group stays 0.0: a constant zero column in its place gets no gradient
-            return nn.functional.pad(self.codebook[:, 1:], (1, 0))
-        return self.codebook
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compute == "int8":  # inference only: no gradients flow through the quantized path
-            if x.requires_grad and torch.is_grad_enabled():
-                raise RuntimeError("compute='int8' is an inference option (no gradients); use compute='exact'")
-            if NativeQ8.applies(x, self.in_features) and not torch.compiler.is_compiling():
-                return self._native_q8(x, self.indices, self.codebook, self.bias, self.in_features, self.bits,
-                                       self.group_size)
-            args = (x, self.indices, self.codebook.detach(), None if self.bias is None else self.bias.detach(),
-                    self.in_features, self.bits, self.group_size)
-            if needs_dispatcher(x):
-                return torch.ops.sparsekit.codebook_linear_q8(*args)
-            return codebook_linear_q8_impl(*args)
-        args = (x, self.indices, self._codebook(), self.bias, self.in_features, self.bits, self.group_size)
-        if needs_dispatcher(x, args[2], self.bias):
-            return torch.ops.sparsekit.codebook_linear(*args)
-        return codebook_linear_impl(*args)
+            if torch.is_grad_enabled():
+                if x.requires_grad:
+                    raise RuntimeError("compute='int8' is an inference option (no gradients); use compute='exact'")
+                return codebook_linear_q8(x, self.indices, self.codebook.detach(),
+                                          None if self.bias is None else self.bias.detach(), self.in_features,
+                                          self.bits, self.group_size)
+            return codebook_linear_q8(x, self.indices, self.codebook, self.bias, self.in_features, self.bits,
+                                      self.group_size)
+        codebook = self.codebook
+        if self.keep_zeros and codebook.requires_grad and torch.is_grad_enabled():
+            # centroid 0 of every group stays 0.0: a constant zero column in its place gets no gradient
+            codebook = nn.functional.pad(codebook[:, 1:], (1, 0))
+        return codebook_linear(x, self.indices, codebook, self.bias, self.in_features, self.bits, self.group_size)
 
     def dense_weight(self) -> torch.Tensor:
         """The weight the layer stands for, ``[out_features, in_features]``."""

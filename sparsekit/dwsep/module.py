@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .._conv import is_channels_last, pair
-from ..backend import native_cpu_applies, needs_dispatcher, tracks_grad
-from .cpu import dwsep_conv2d_cpu, pointwise_panels
-from .op import check_dwsep_args, dwsep_conv2d_impl
+from ..backend import tracks_grad
+from .cpu import pointwise_panels
+from .op import dwsep_conv2d
 from .reference import ACTIVATIONS, activation_code, dwsep_conv2d_reference
 
 
@@ -126,18 +126,15 @@ class DepthwiseSeparableConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, list(self.stride), list(self.padding),
                 list(self.dilation), self.act1, self.act2)
-        params = (self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias)
-        if tracks_grad(x, *params):
+        if tracks_grad(x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias):
             return dwsep_conv2d_reference(*args)  # training: PyTorch's differentiable convolutions
-        if needs_dispatcher(x):
-            return torch.ops.sparsekit.dwsep_conv2d(*args)
-        if self._native_channels_last(x):
-            check_dwsep_args(*args)
-            return dwsep_conv2d_cpu(*args, pw_panels=self._pointwise_panels())
-        return dwsep_conv2d_impl(*args)
+        # the module's own channels_last copy of the pointwise weight, for the native CPU kernel
+        panels = self._pointwise_panels() if self._keeps_panels(x) else None
+        return dwsep_conv2d(*args, panels)
 
-    def _native_channels_last(self, x: torch.Tensor) -> bool:
-        return self.pw_weight.dtype == torch.float32 and is_channels_last(x) and native_cpu_applies(x)
+    def _keeps_panels(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.pw_weight.dtype == torch.float32
+                and is_channels_last(x) and not torch.compiler.is_compiling())
 
     def _pointwise_panels(self) -> torch.Tensor:
         """The channels_last kernel's copy of ``pw_weight`` (:func:`~sparsekit.dwsep.cpu.pointwise_panels`),

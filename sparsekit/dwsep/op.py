@@ -1,5 +1,6 @@
-"""``sparsekit::dwsep_conv2d``: schema, fake and dispatch of the fused depthwise -> pointwise
-convolution (see :mod:`.reference` for what it computes).
+"""``sparsekit::dwsep_conv2d``: schema, fake and the Python kernels of the fused depthwise ->
+pointwise convolution (see :mod:`.reference` for what it computes; the native CPU kernel and its
+checks: ``csrc/dwsep/register.cpp``).
 
 The output has the memory format of the input (channels_last in, channels_last out). The op is
 for inference: :class:`~sparsekit.nn.DepthwiseSeparableConv2d` runs the reference's PyTorch
@@ -8,21 +9,15 @@ convolutions when gradients are needed.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import torch
-from torch import Tensor
 
 from .._checks import FLOAT_DTYPES, check_shape, check_tensor
 from .._conv import conv_output_size, is_channels_last
 from ..backend import KernelTable
 from .reference import ACTIVATIONS, dwsep_conv2d_reference
 
-dwsep_conv2d_kernels = KernelTable("sparsekit::dwsep_conv2d")
-dwsep_conv2d_kernels.register("reference", ("any",))(dwsep_conv2d_reference)
-
-
-def check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2) -> None:
+def check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2,
+                     pw_panels=None) -> None:
     check_tensor("x", x, dtypes=FLOAT_DTYPES, dim=4)
     C = x.shape[1]
     check_tensor("dw_weight", dw_weight, dtypes=(x.dtype,), dim=4, device=x.device)
@@ -50,24 +45,25 @@ def check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
         raise ValueError("x must have at least one channel")
 
 
-def dwsep_conv2d_impl(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1: int, act2: int):
-    """What the op runs: argument checks, then the kernel the backend switch picks."""
-    check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
-    return dwsep_conv2d_kernels.dispatch(x.device.type, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding,
-                                         dilation, act1, act2)
-
-
-@torch.library.custom_op("sparsekit::dwsep_conv2d", mutates_args=())
-def dwsep_conv2d(x: Tensor, dw_weight: Tensor, dw_bias: Optional[Tensor], pw_weight: Tensor, pw_bias: Optional[Tensor],
-                 stride: List[int], padding: List[int], dilation: List[int], act1: int, act2: int) -> Tensor:
-    """Depthwise k x k conv -> act1 -> pointwise 1 x 1 conv -> act2, without materialising the
-    depthwise output (activation codes: :data:`~sparsekit.dwsep.reference.ACTIVATIONS`)."""
-    return dwsep_conv2d_impl(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
-
-
-@dwsep_conv2d.register_fake
-def _(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2):
+def _fake(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, pw_panels=None):
     check_dwsep_args(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
     OH, OW = conv_output_size(x.shape[2], x.shape[3], dw_weight.shape[2:], stride, padding, dilation)
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     return x.new_empty(x.shape[0], pw_weight.shape[0], OH, OW).contiguous(memory_format=fmt)
+
+
+def _reference(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2, pw_panels=None):
+    return dwsep_conv2d_reference(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1, act2)
+
+
+# Depthwise k x k conv -> act1 -> pointwise 1 x 1 conv -> act2, without materialising the
+# depthwise output (activation codes: reference.ACTIVATIONS). pw_panels: the channels_last
+# kernel's copy of pw_weight (cpu.pointwise_panels) kept by the caller, or None; other kernels
+# ignore it.
+dwsep_conv2d_kernels = KernelTable(
+    "dwsep_conv2d",
+    "(Tensor x, Tensor dw_weight, Tensor? dw_bias, Tensor pw_weight, Tensor? pw_bias, int[2] stride, "
+    "int[2] padding, int[2] dilation, int act1, int act2, Tensor? pw_panels=None) -> Tensor",
+    fake=_fake, check=check_dwsep_args)
+dwsep_conv2d_kernels.register("reference", ("any",))(_reference)
+dwsep_conv2d = dwsep_conv2d_kernels.op

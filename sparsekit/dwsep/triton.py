@@ -85,7 +85,7 @@ if HAS_TRITON:
     _dwsep_autotuned = triton.autotune(configs=_configs(), key=["C", "Co", "OH", "OW"])(_dwsep_kernel)
 
     def dwsep_conv2d_triton(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1: int,
-                            act2: int):
+                            act2: int, pw_panels=None):  # pw_panels: the native CPU kernel's, unused here
         interpret = interpreting(x)
         N, C, H, W = x.shape
         Co, (kh, kw) = pw_weight.shape[0], dw_weight.shape[2:]

@@ -1,0 +1,5 @@
+// The dwsep kernels for the avx512 instruction set (see common/instantiate.h).
+#include "dwsep/args.h"
+#define SK_KERNEL_HEADER "dwsep/kernel.h"
+#define SK_ISA_AVX512
+#include "common/instantiate.h"
