@@ -126,7 +126,8 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
         self.weight_scale.copy_(w.abs().mean(dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.latent_weight is not None and self.training:
+        p, b = self._parameters, self._buffers  # (not __getattr__: see BlockSparseLinear.forward)
+        if self.training and p.get("latent_weight") is not None:
             w = self.latent_weight
             wb = SignSTE.apply(w) * w.abs().mean(dim=1, keepdim=True)
             y = nn.functional.linear(SignSTE.apply(x) if self.binarize_input else x, wb)
@@ -134,8 +135,8 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
                 y = y * input_scale_of(x)
             return y if self.bias is None else y + self.bias
         if not self.binarize_input:  # BinaryConnect
-            return sign_linear(x, self.weight_packed, self.weight_scale, self.bias, self.in_features)
-        return binary_linear(x, self.weight_packed, self.weight_scale, self.bias, self.in_features, self.input_scale)
+            return sign_linear(x, b["weight_packed"], b["weight_scale"], p.get("bias"), self.in_features)
+        return binary_linear(x, b["weight_packed"], b["weight_scale"], p.get("bias"), self.in_features, self.input_scale)
 
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
@@ -211,13 +212,14 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.latent_weight is not None and self.training:
+        p, b = self._parameters, self._buffers  # (not __getattr__: see BlockSparseLinear.forward)
+        if self.training and p.get("latent_weight") is not None:
             w = self.latent_weight
             wb = SignSTE.apply(w) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
             ph, pw = self.padding
             xb = SignSTE.apply(nn.functional.pad(x, (pw, pw, ph, ph)))  # zero padding, then sign: +1
             return nn.functional.conv2d(xb, wb, self.bias, self.stride, 0, self.dilation)
-        return binary_conv2d(x, self.weight_packed, self.weight_scale, self.bias, self.in_channels,
+        return binary_conv2d(x, b["weight_packed"], b["weight_scale"], p.get("bias"), self.in_channels,
                              list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
 
     def _validate_loaded(self, where: str) -> None:

@@ -87,20 +87,18 @@ class CodebookLinear(VersionedFormat, nn.Module):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, indices = self._parameters, self._buffers["indices"]  # (not __getattr__: see BlockSparseLinear.forward)
+        codebook, bias = p["codebook"], p.get("bias")
         if self.compute == "int8":  # inference only: no gradients flow through the quantized path
             if torch.is_grad_enabled():
                 if x.requires_grad:
                     raise RuntimeError("compute='int8' is an inference option (no gradients); use compute='exact'")
-                return codebook_linear_q8(x, self.indices, self.codebook.detach(),
-                                          None if self.bias is None else self.bias.detach(), self.in_features,
-                                          self.bits, self.group_size)
-            return codebook_linear_q8(x, self.indices, self.codebook, self.bias, self.in_features, self.bits,
-                                      self.group_size)
-        codebook = self.codebook
+                codebook, bias = codebook.detach(), None if bias is None else bias.detach()
+            return codebook_linear_q8(x, indices, codebook, bias, self.in_features, self.bits, self.group_size)
         if self.keep_zeros and codebook.requires_grad and torch.is_grad_enabled():
             # centroid 0 of every group stays 0.0: a constant zero column in its place gets no gradient
             codebook = nn.functional.pad(codebook[:, 1:], (1, 0))
-        return codebook_linear(x, self.indices, codebook, self.bias, self.in_features, self.bits, self.group_size)
+        return codebook_linear(x, indices, codebook, bias, self.in_features, self.bits, self.group_size)
 
     def dense_weight(self) -> torch.Tensor:
         """The weight the layer stands for, ``[out_features, in_features]``."""
