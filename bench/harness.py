@@ -79,8 +79,11 @@ def measure(benchmark, fn, *, group: str, provider: str, baseline: str, device: 
     run()
     once = time.perf_counter() - t0
     budget = 0.3 if QUICK else 1.5
-    rounds = int(max(3 if QUICK else 7, min(200, budget / max(once, 1e-6))))
+    # calls of a few microseconds: several per round, so that a round lasts >= 50 us and the
+    # timer's own cost and resolution stay out of the figure
+    iterations = max(1, min(100, int(5e-5 / max(once, 1e-7))))
+    rounds = int(max(3 if QUICK else 7, min(200, budget / max(once * iterations, 1e-6))))
     benchmark.group = group
     benchmark.extra_info.update(dict(provider=provider, baseline=baseline, device=device_name(device),
                                      **{k: str(v) for k, v in extra.items()}, **machine()))
-    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=rounds, iterations=iterations, warmup_rounds=1)

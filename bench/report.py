@@ -139,7 +139,9 @@ def main(argv=None) -> None:
                 ("CodebookLinear, weights not cache-resident (a new layer every call)", "codebook_cold/"),
                 ("DepthwiseSeparableConv2d (fused 3x3 depthwise -> ReLU6 -> 1x1) vs PyTorch's two convolutions",
                  "dwsep/"),
-                ("Pretrained EfficientNet-Lite0 end to end, depthwise-separable blocks fused vs as is", "dwsep_e2e/")]
+                ("Pretrained EfficientNet-Lite0 end to end, depthwise-separable blocks fused vs as is", "dwsep_e2e/"),
+                ("Cost of a module call at M = 1 on real models' layer sizes vs nn.Linear (K=N=64: the fixed cost; "
+                 "mlp: torch.compile vs eager)", "overhead/")]
     text = [machine_line(rows), ""]
     for title, prefix in sections:
         table = markdown(rows, prefix)
