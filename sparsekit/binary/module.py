@@ -23,11 +23,9 @@ from torch import nn
 from .._conv import pair
 from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
-from .format import check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
+from .format import FORMAT_VERSION, check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
 from .op import binary_conv2d_impl, binary_linear_impl, sign_linear_impl
 from .reference import input_scale_of, sign_pm1
-
-FORMAT_VERSION = 1
 
 
 class SignSTE(torch.autograd.Function):

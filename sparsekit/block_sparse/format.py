@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+# version of the layout above, as ``BlockSparseLinear``'s state dict records it (the first field of
+# its ``format`` record): bump it when the layout changes, so old checkpoints are refused, not misread
 FORMAT_VERSION = 1
 
 

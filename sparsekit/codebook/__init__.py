@@ -4,6 +4,7 @@ from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel where Triton runs)
 from .config import CodebookConfig
 from .format import (
+    FORMAT_VERSION,
     SUPPORTED_BITS,
     cluster_weight,
     codebook_dense,
@@ -33,6 +34,7 @@ from .reference import (
 __all__ = [
     "CodebookConfig",
     "CodebookLinear",
+    "FORMAT_VERSION",
     "SUPPORTED_BITS",
     "cluster_weight",
     "codebook_dense",

@@ -10,6 +10,7 @@ from torch import nn
 from ..backend import needs_dispatcher
 from ..formats import VersionedFormat, format_tensor
 from .format import (
+    FORMAT_VERSION,
     check_bits,
     check_index_fields,
     cluster_weight,
@@ -21,8 +22,6 @@ from .format import (
 )
 from .cpu import NativeQ8
 from .op import codebook_linear_impl, codebook_linear_q8_impl
-
-FORMAT_VERSION = 1
 
 
 class CodebookLinear(VersionedFormat, nn.Module):
