@@ -3,7 +3,8 @@
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel where Triton imports)
 from .format import FORMAT_VERSION
-from .fuse import DepthwiseSeparableConfig, fuse_depthwise_separable
+from .config import DepthwiseSeparableConfig
+from .fuse import fuse_depthwise_separable
 from .module import DepthwiseSeparableConv2d, activation_name, fold_batchnorm
 from .op import dwsep_conv2d, dwsep_conv2d_kernels
 from .reference import ACTIVATIONS, dwsep_conv2d_reference
