@@ -75,6 +75,11 @@ class _LatentWeight:
         return super().train(mode)
 
 
+def _binarized(w: torch.Tensor) -> torch.Tensor:
+    """sign(w) times the mean |w| of each output channel (dimension 0)."""
+    return sign_pm1(w) * w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
 def _check_packed(words: torch.Tensor, K: int, where: str) -> None:
     """A loaded packed weight: int64 words whose padding bits are zero."""
     if words.dtype != torch.int64:
@@ -144,6 +149,13 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
 
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the layer computes with, ``[out_features, in_features]``: sign(W) times each
+        row's alpha (in training mode with a latent weight, that weight binarized, as forward does)."""
+        if self.latent_weight is not None and self.training:
+            return _binarized(self.latent_weight.detach())
+        return self.weight_signs() * self.weight_scale[:, None]
 
     def _validate_loaded(self, where: str) -> None:
         _check_packed(self.weight_packed, self.in_features, where)
@@ -227,6 +239,17 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
         if needs_dispatcher(x, self.bias):
             return torch.ops.sparsekit.binary_conv2d(*args)
         return binary_conv2d_impl(*args)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the layer computes with, ``[out_channels, in_channels, kh, kw]``: sign(W) times
+        each output channel's alpha (in training mode with a latent weight, that weight binarized)."""
+        if self.latent_weight is not None and self.training:
+            return _binarized(self.latent_weight.detach())
+        kh, kw = self.kernel_size
+        words = self.weight_packed.view(self.out_channels, kh * kw, -1)
+        signs = unpack_signs(words, self.in_channels, self.weight_scale.dtype)  # [C_out, kh * kw, C_in]
+        signs = signs.reshape(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2)
+        return signs * self.weight_scale.view(-1, 1, 1, 1)
 
     def _validate_loaded(self, where: str) -> None:
         kh, kw = self.kernel_size

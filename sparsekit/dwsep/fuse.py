@@ -97,7 +97,7 @@ def _fused(dw, bn1, act1, pw, bn2, act2) -> nn.Module:
         plain.weight.copy_(dw.weight)
         if dw.bias is not None:
             plain.bias.copy_(dw.bias)
-    fused = DepthwiseSeparableConv2d.from_modules(plain, pw, bn1=bn1, act1=act1, bn2=bn2, act2=act2)
+    fused = DepthwiseSeparableConv2d.from_dense(plain, pw, bn1=bn1, act1=act1, bn2=bn2, act2=act2)
     return nn.Sequential(keep, fused) if keep is not None else fused
 
 

@@ -85,7 +85,7 @@ class DepthwiseSeparableConv2d(nn.Module):
                 nn.init.uniform_(b, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     @classmethod
-    def from_modules(cls, depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn1: Optional[nn.BatchNorm2d] = None,
+    def from_dense(cls, depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn1: Optional[nn.BatchNorm2d] = None,
                      act1: Optional[nn.Module] = None, bn2: Optional[nn.BatchNorm2d] = None,
                      act2: Optional[nn.Module] = None) -> "DepthwiseSeparableConv2d":
         """The fused layer computing ``act2(bn2(pointwise(act1(bn1(depthwise(x))))))``, the batch
@@ -122,6 +122,17 @@ class DepthwiseSeparableConv2d(nn.Module):
                 mod.dw_bias.copy_(dw_b if dw_b is not None else torch.zeros_like(mod.dw_bias))
                 mod.pw_bias.copy_(pw_b if pw_b is not None else torch.zeros_like(mod.pw_bias))
         return mod
+
+    def dense_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense weights of the two convolutions the layer stands for (batch norms folded in):
+        ``(dw_weight [C, 1, kh, kw], pw_weight [C_out, C, 1, 1])``, detached. Two tensors, not one:
+        with an activation between them the pair is no single convolution."""
+        return self.dw_weight.detach(), self.pw_weight.detach()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the weights and biases (the state dict; not the channels_last kernel's kept copy)."""
+        return sum(t.numel() * t.element_size() for t in self.parameters(recurse=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, list(self.stride), list(self.padding),
