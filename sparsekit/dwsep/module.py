@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .._conv import is_channels_last, pair
 from ..backend import native_cpu_applies, needs_dispatcher, tracks_grad
@@ -38,15 +39,13 @@ def fold_batchnorm(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.Ba
         raise ValueError(f"bn has {bn.num_features} features, the convolution {weight.shape[0]} output channels")
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("bn must track running statistics (track_running_stats=True) to be folded")
-    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    b = bias.double() if bias is not None else torch.zeros_like(scale)
-    b = (b - bn.running_mean.double()) * scale
-    if bn.bias is not None:
-        b = b + bn.bias.double()
-    w = weight.double() * scale.view(-1, *([1] * (weight.dim() - 1)))
-    return w.to(weight.dtype), b.to(weight.dtype)
+    def f64(t):
+        return None if t is None else t.detach().double()
+
+    # PyTorch's folding, in float64 so that a float16/bfloat16 layer is rounded once, at the end
+    w, b = fuse_conv_bn_weights(f64(weight), f64(bias), f64(bn.running_mean), f64(bn.running_var), bn.eps,
+                                f64(bn.weight), f64(bn.bias))
+    return w.detach().to(weight.dtype), b.detach().to(weight.dtype)
 
 
 class DepthwiseSeparableConv2d(nn.Module):
