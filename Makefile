@@ -14,7 +14,7 @@ RESULTS ?= bench/results
 .PHONY: install install-dev test bench bench-quick sanitize
 
 install:
-	$(PIP) install -q $(TORCH) "pybind11>=2.10" setuptools wheel numpy "safetensors>=0.4.3"
+	$(PIP) install -q $(TORCH) "pybind11>=2.10" setuptools wheel numpy "safetensors>=0.4.3" tqdm
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
 install-dev: install
