@@ -18,7 +18,6 @@ from .format import (
 from .module import CodebookLinear
 from .op import (
     codebook_linear,
-    codebook_linear_impl,
     codebook_linear_kernels,
     codebook_linear_q8,
     codebook_linear_q8_kernels,
@@ -39,7 +38,6 @@ __all__ = [
     "cluster_weight",
     "codebook_dense",
     "codebook_linear",
-    "codebook_linear_impl",
     "codebook_linear_kernels",
     "codebook_linear_q8",
     "codebook_linear_q8_kernels",
