@@ -14,7 +14,7 @@ RESULTS ?= bench/results
 .PHONY: install install-dev test bench bench-quick sanitize
 
 install:
-	$(PIP) install -q $(TORCH) setuptools wheel ninja numpy "safetensors>=0.4.3"
+	$(PIP) install -q $(TORCH) setuptools wheel ninja numpy "safetensors>=0.4.3" tqdm
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
 install-dev: install

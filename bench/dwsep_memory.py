@@ -31,7 +31,7 @@ torch.manual_seed(0)
 block = nn.Sequential(nn.Conv2d(C, C, 3, 1, 1, groups=C), nn.ReLU6(), nn.Conv2d(C, Co, 1)).eval()
 if fused:
     import sparsekit
-    block = sparsekit.nn.DepthwiseSeparableConv2d.from_modules(block[0], block[2], act1=block[1])
+    block = sparsekit.nn.DepthwiseSeparableConv2d.from_dense(block[0], block[2], act1=block[1])
 # made in place in its layout: a freed temporary of the input's size would be reused by the call
 x = torch.empty(N, C, H, W, memory_format=torch.channels_last if cl else torch.contiguous_format).normal_()
 with torch.no_grad():

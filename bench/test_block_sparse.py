@@ -43,7 +43,7 @@ def _layer(sparsity, block, device, dtype=torch.float32, size=None):
     torch.manual_seed(0)
     lin = nn.Linear(size, size, bias=False)
     mod = BlockSparseLinear.from_dense(lin, block_size=block, sparsity=sparsity).to(device, dtype)
-    return mod, mod.to_dense_weight()
+    return mod, mod.dense_weight()
 
 
 @pytest.mark.parametrize("device, M", [(d, m) for d in DEVICES for m in _ms(d)])

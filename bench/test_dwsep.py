@@ -37,7 +37,7 @@ def test_dwsep_conv2d(benchmark, provider, shape, N):
 
     C, Co, H, W = shape
     block = _block(C, Co)
-    mod = block if provider.startswith("torch") else DepthwiseSeparableConv2d.from_modules(block[0], block[2],
+    mod = block if provider.startswith("torch") else DepthwiseSeparableConv2d.from_dense(block[0], block[2],
                                                                                          act1=block[1])
     x = torch.randn(N, C, H, W)
     if provider.endswith("channels_last"):
@@ -59,7 +59,7 @@ def test_dwsep_conv2d_cuda(benchmark, provider, shape, dtype):
     C, Co, H, W = shape
     dt = torch.float16 if dtype == "fp16" else torch.float32
     block = _block(C, Co).to("cuda", dt)
-    mod = block if provider.startswith("torch") else DepthwiseSeparableConv2d.from_modules(block[0], block[2],
+    mod = block if provider.startswith("torch") else DepthwiseSeparableConv2d.from_dense(block[0], block[2],
                                                                                          act1=block[1])
     x = torch.randn(8, C, H, W, device="cuda", dtype=dt).contiguous(memory_format=torch.channels_last)
     tol = 3e-2 if dt == torch.float16 else 1e-3

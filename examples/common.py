@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.distill import Distiller, evaluate_accuracy, train_classifier
+from sparsekit.timing import median_time
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel mean and std (after / 255)
 
@@ -142,14 +143,7 @@ def latency_ms(model: nn.Module, x: torch.Tensor, min_time: float = 0.5, min_rep
     """Median wall time of ``model(x)`` in ms (eval mode, no grad), after warm-up."""
     model.eval()
     with torch.no_grad():
-        for _ in range(5):
-            model(x)
-        times, start = [], time.perf_counter()
-        while len(times) < min_reps or time.perf_counter() - start < min_time:
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        return 1e3 * median_time(lambda: model(x), warmup=5, min_reps=min_reps, min_time=min_time)
 
 
 def paired_latency(models: dict[str, nn.Module], x: torch.Tensor, rounds: int = 5) -> dict[str, tuple[float, str]]:

@@ -153,7 +153,8 @@ def main(argv=None) -> list[dict]:
     sparsekit.iterative_prune_channels(
         m, amounts, lambda mod, step, s: train(mod, data, args.finetune_epochs, lr=5e-4, seed=10 + step,
                                                label=f"channels {step + 1}", **tune),
-        steps=3, importance="activation", calibration=data.x_train[:2048], multiple_of=8, progress=log)
+        steps=3, importance="activation", calibration=data.x_train[:2048], multiple_of=8,
+        progress=lambda done, total, what: log(f"  channel pruning step {done}/{total}: {what}"))
     log(f"  {m}")
     train(m, data, args.recover_epochs, lr=5e-4, seed=20, label="recover", decay=0.75, **tune)
     m.eval()

@@ -30,6 +30,7 @@ from deep_compression import build_cnn  # noqa: E402
 
 from sparsekit.dynamic import calibrate_threshold, early_exit_loss, set_width, train_slimmable_step  # noqa: E402
 from sparsekit.nn import EarlyExitNetwork, SlimmableConv2d, SlimmableLinear, SwitchableBatchNorm2d  # noqa: E402
+from sparsekit.timing import median_time  # noqa: E402
 
 
 def build_early_exit(threshold: float = 0.9) -> EarlyExitNetwork:
@@ -62,12 +63,14 @@ def per_image_ms(model: nn.Module, x: torch.Tensor) -> float:
     """Mean batch-1 latency over the images of ``x`` (each run alone: early exits differ per image)."""
     model.eval()
     with torch.no_grad():
-        for i in range(min(20, len(x))):
+        for i in range(min(20, len(x))):  # warm-up on a few images, not a whole pass
             model(x[i:i + 1])
-        t0 = time.perf_counter()
-        for i in range(len(x)):
-            model(x[i:i + 1])
-    return 1e3 * (time.perf_counter() - t0) / len(x)
+
+        def one_pass():
+            for i in range(len(x)):
+                model(x[i:i + 1])
+
+        return 1e3 * median_time(one_pass, warmup=0, min_reps=1, min_time=0) / len(x)
 
 
 def build_slimmable(widths=(0.25, 0.5, 1.0), c1: int = 32, c2: int = 64, hidden: int = 256) -> nn.Sequential:

@@ -6,7 +6,8 @@ native kernel is first needed.
 """
 
 from . import (  # noqa: F401  (_ext: the native loader)
-    _ext, backend, binary, block_sparse, channel_pruning, codebook, datasets, distill, dwsep, dynamic, nn, pruning)
+    _ext, backend, binary, block_sparse, channel_pruning, codebook, datasets, distill, dwsep, dynamic, lowrank, nn,
+    pruning, storage, timing)
 from .backend import get_backend, set_backend, use_backend
 from .binary import BinaryConfig
 from .block_sparse import BlockSparseConfig, BSRWeight
@@ -44,11 +45,14 @@ __all__ = [
     "get_backend",
     "iterative_prune_channels",
     "load_compressed",
+    "lowrank",
     "nn",
     "prune_channels",
     "pruning",
     "register_handler",
     "save_compressed",
     "set_backend",
+    "storage",
+    "timing",
     "use_backend",
 ]

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._modes import training_mode
+from ._progress import Progress, progress_steps
 
 IMPORTANCE = ("l1", "l2", "activation", "activation_mean")
 
@@ -474,14 +475,16 @@ def iterative_prune_channels(
     calibration=None,
     multiple_of: int = 1,
     exclude: Sequence[str] = (),
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Progress = False,
 ) -> list[ChannelPruneReport]:
     """Removes ``amount`` of every prunable producer's channels (or ``{producer: fraction}``,
     others untouched) over ``steps`` steps on :func:`~sparsekit.pruning.sparsity_schedule` (of
     the channels the model had at the start), calling ``finetune(model, step, fraction)`` after
     each (``fraction``: the schedule's point, 0 to 1 of the way to ``amount``, for a dict).
     Build the optimizer inside ``finetune``: the parameters are new modules after every step.
-    Returns each step's report."""
+    Returns each step's report. ``progress``: False (silent), True (a tqdm bar) or
+    ``progress(done, total, name)``, called after each step's fine-tuning (``name``: what the
+    step removed, e.g. ``"50% of channels removed, parameters 1,000 -> 600"``)."""
     from .pruning import sparsity_schedule
 
     chains, _ = find_prunable_chains(model)
@@ -489,16 +492,16 @@ def iterative_prune_channels(
     original = {c.producer: c.channels for c in chains if c.producer in amounts and c.producer not in set(exclude)}
     reports = []
     top = max(amounts.values(), default=0.0)
-    for step, frac in enumerate(sparsity_schedule(1.0, steps, kind=schedule)):
-        s = frac if isinstance(amount, dict) else frac * top
-        targets = {name: _keep_count(C, frac * amounts[name], multiple_of) for name, C in original.items()}
-        report = prune_channels(model, 0.0, importance, calibration, multiple_of=multiple_of, keep=targets)
-        reports.append(report)
-        if progress is not None:
+    schedule_points = sparsity_schedule(1.0, steps, kind=schedule)
+    with progress_steps(progress, len(schedule_points), "iterative_prune_channels") as done:
+        for step, frac in enumerate(schedule_points):
+            s = frac if isinstance(amount, dict) else frac * top
+            targets = {name: _keep_count(C, frac * amounts[name], multiple_of) for name, C in original.items()}
+            report = prune_channels(model, 0.0, importance, calibration, multiple_of=multiple_of, keep=targets)
+            reports.append(report)
+            finetune(model, step, s)
             what = f"{s:.0%} of channels removed" if not isinstance(amount, dict) else f"{s:.0%} of the way"
-            progress(f"step {step + 1}/{steps}: {what}, parameters {report.params_before:,} -> "
-                     f"{report.params_after:,}")
-        finetune(model, step, s)
+            done(f"{what}, parameters {report.params_before:,} -> {report.params_after:,}")
     return reports
 
 

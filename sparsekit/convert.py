@@ -7,6 +7,7 @@ from typing import Callable
 
 from torch import nn
 
+from ._progress import Progress, progress_steps
 from .config import Config, handler_for
 
 
@@ -55,25 +56,36 @@ def convert(
     model: nn.Module,
     config: Config,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    *,
+    progress: Progress = False,
 ) -> ConvertReport:
     """Replaces, in place, every submodule that ``config`` accepts and ``filter_fn(module, name)``
     allows. Returns a report of what changed. The model itself is never replaced (wrap a bare
-    layer in a container to convert it)."""
+    layer in a container to convert it). ``progress``: False (silent), True (a tqdm bar) or
+    ``progress(done, total, name)``, called after each layer the config accepts (converted or
+    skipped)."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be a sparsekit Config, got {type(config).__name__}")
     handler = handler_for(config)
     report = ConvertReport()
-    for name, module in list(model.named_modules()):
-        if module is model or not config.accepts(module):
-            continue
-        if filter_fn is not None and not filter_fn(module, name):
-            report.skipped.append(name)
-            continue
-        new = handler(module, config)
-        if new is None or new is module:
-            report.skipped.append(name)
-            continue
-        model.set_submodule(name, new)
-        report.layers.append(ConvertedLayer(name, type(module).__name__, type(new).__name__,
-                                            module_nbytes(module), module_nbytes(new)))
+    candidates = [(name, module) for name, module in list(model.named_modules())
+                  if module is not model and config.accepts(module)]
+    with progress_steps(progress, len(candidates), "convert") as step:
+        for name, module in candidates:
+            _convert_one(model, name, module, config, handler, filter_fn, report)
+            step(name)
     return report
+
+
+def _convert_one(model: nn.Module, name: str, module: nn.Module, config: Config, handler,
+                 filter_fn: Callable[[nn.Module, str], bool] | None, report: ConvertReport) -> None:
+    if filter_fn is not None and not filter_fn(module, name):
+        report.skipped.append(name)
+        return
+    new = handler(module, config)
+    if new is None or new is module:
+        report.skipped.append(name)
+        return
+    model.set_submodule(name, new)
+    report.layers.append(ConvertedLayer(name, type(module).__name__, type(new).__name__,
+                                        module_nbytes(module), module_nbytes(new)))

@@ -83,6 +83,15 @@ class LowRankLinear(nn.Module):
         mod.relative_error = float((w.double() - mod.u.double() @ mod.v.double()).norm()) / norm if norm else 0.0
         return mod
 
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the two factors stand for, ``u @ v`` ``[out_features, in_features]``."""
+        return self.u.detach() @ self.v.detach()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the factors and bias."""
+        return sum(t.numel() * t.element_size() for t in self.parameters(recurse=False))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # factors made under inference_mode and an input needing no gradient: nothing to record
         with torch.set_grad_enabled(tracks_grad(x, self.v, self.u, self.bias)):

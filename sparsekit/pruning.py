@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ._progress import Progress, progress_steps
 from .block_sparse.config import BlockSparseConfig
 from .block_sparse.format import block_norms, topk_mask
 from .block_sparse.module import BlockSparseLinear, prune_block_sparse
@@ -76,21 +77,27 @@ def iterative_prune(
     steps: int = 3,
     schedule: str = "cubic",
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    *,
+    progress: Progress = False,
 ) -> list[float]:
     """Prunes ``model`` in place to ``config.sparsity`` over ``steps`` steps. Step 1 converts the
     matching ``nn.Linear`` layers to :class:`BlockSparseLinear` at the first sparsity; each later step
     drops more of the stored blocks. ``finetune(model, step, sparsity)`` runs after every step (build
-    the optimizer inside it: the parameters change at each step). Returns the sparsities used."""
+    the optimizer inside it: the parameters change at each step). Returns the sparsities used.
+    ``progress``: False (silent), True (a tqdm bar) or ``progress(done, total, name)``, called after
+    each step's fine-tuning (``name``: ``"sparsity <s>"``)."""
     sparsities = sparsity_schedule(config.sparsity, steps, kind=schedule)
     report: ConvertReport | None = None
-    for step, s in enumerate(sparsities):
-        if step == 0:
-            report = convert(model, replace(config, sparsity=s), filter_fn)
-        else:
-            assert report is not None
-            for layer in report.layers:
-                old = model.get_submodule(layer.name)
-                if isinstance(old, BlockSparseLinear):
-                    model.set_submodule(layer.name, prune_block_sparse(old, s, config.norm))
-        finetune(model, step, s)
+    with progress_steps(progress, len(sparsities), "iterative_prune") as done:
+        for step, s in enumerate(sparsities):
+            if step == 0:
+                report = convert(model, replace(config, sparsity=s), filter_fn)
+            else:
+                assert report is not None
+                for layer in report.layers:
+                    old = model.get_submodule(layer.name)
+                    if isinstance(old, BlockSparseLinear):
+                        model.set_submodule(layer.name, prune_block_sparse(old, s, config.norm))
+            finetune(model, step, s)
+            done(f"sparsity {s:g}")
     return sparsities

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from . import _ext
+from ._progress import Progress, progress_steps
 
 VERSION = 2
 MAGIC_V1 = b"SPARSEKITC\r\n"  # how files of version 1 began
@@ -253,53 +254,64 @@ def _dense_fp32_bytes(model: nn.Module) -> int:
     return total
 
 
-def save_compressed(model: nn.Module, path: str | os.PathLike) -> CompressedReport:
-    """Writes ``model.state_dict()`` to ``path`` in the compressed format (module docstring)."""
+def save_compressed(model: nn.Module, path: str | os.PathLike, *, progress: Progress = False) -> CompressedReport:
+    """Writes ``model.state_dict()`` to ``path`` in the compressed format (module docstring).
+    ``progress``: False (silent), True (a tqdm bar) or ``progress(done, total, name)``, called
+    after each state_dict entry is coded (``name``: the entry's)."""
     state = model.state_dict()
     codecs = _codecs(model)
     entries, tensors, report_entries, storages = [], {}, [], set()
-    for name, t in state.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"state_dict entry {name!r} is not a tensor")
-        if t.device.type == "meta":
-            raise ValueError(f"state_dict entry {name!r} is on the meta device (no data to save)")
-        if _dtype_name(t.dtype) not in DTYPES:
-            raise ValueError(f"state_dict entry {name!r}: dtype {t.dtype} cannot be stored (one of {sorted(DTYPES)})")
-        if name == "__metadata__":
-            raise ValueError("a state_dict entry named '__metadata__' cannot be stored (safetensors reserves it)")
-        entry = {"name": name, "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "codec": "raw"}
-        codec, params = codecs.get(name, ("raw", {}))
-        if codec == "huffman_codebook_indices":
-            from .codebook.format import unpack_indices
-
-            coded, group = _huffman_indices(unpack_indices(t.cpu(), params["bits"], params["K"]), params["bits"])
-            params = dict(params, group=group)
-        elif codec == "huffman_bsr_rows":
-            coded = _huffman(np.diff(t.cpu().numpy().astype(np.int64)), params["Kb"] + 1)
-        elif codec == "huffman_bsr_columns":
-            offsets = state[params["rows"]].cpu().numpy().astype(np.int64)
-            coded = _huffman(_bsr_gaps_from_cols(t.cpu().numpy().astype(np.int64), offsets), params["Kb"])
-        else:
-            coded = None
-        if coded is not None:
-            lengths, blob = coded
-            entry.update(codec=codec, lengths=lengths, **params)
-            stored = torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())
-        else:
-            stored = t.detach().cpu().contiguous()
-            if stored.numel() and stored.untyped_storage().data_ptr() in storages:
-                stored = stored.clone()  # tied weights: safetensors stores each tensor on its own
-            storages.add(stored.untyped_storage().data_ptr())
-        entry["crc32"] = zlib.crc32(_tensor_bytes(stored))
-        entries.append(entry)
-        tensors[name] = stored
-        nbytes = stored.numel() * stored.element_size()
-        report_entries.append(CompressedEntry(name, entry["codec"], nbytes, t.numel() * t.element_size()))
+    with progress_steps(progress, len(state), "save_compressed") as done:
+        for name, t in state.items():
+            entry, stored = _encode_entry(name, t, state, codecs, storages)
+            entries.append(entry)
+            tensors[name] = stored
+            nbytes = stored.numel() * stored.element_size()
+            report_entries.append(CompressedEntry(name, entry["codec"], nbytes, t.numel() * t.element_size()))
+            done(name)
     record = json.dumps({"version": VERSION, "entries": entries}, separators=(",", ":"))
     metadata = {RECORD_KEY: record, RECORD_CRC_KEY: str(zlib.crc32(record.encode()))}
     safetensors.torch.save_file(tensors, path, metadata=metadata)
     state_bytes = sum(t.numel() * t.element_size() for t in state.values())
     return CompressedReport(str(path), os.path.getsize(path), _dense_fp32_bytes(model), state_bytes, report_entries)
+
+
+def _encode_entry(name: str, t, state: dict, codecs: dict, storages: set) -> tuple[dict, torch.Tensor]:
+    """One state_dict entry's record and the tensor the file stores for it (its code's bytes, or
+    the tensor itself); ``storages``: the storages already stored, for tied weights."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"state_dict entry {name!r} is not a tensor")
+    if t.device.type == "meta":
+        raise ValueError(f"state_dict entry {name!r} is on the meta device (no data to save)")
+    if _dtype_name(t.dtype) not in DTYPES:
+        raise ValueError(f"state_dict entry {name!r}: dtype {t.dtype} cannot be stored (one of {sorted(DTYPES)})")
+    if name == "__metadata__":
+        raise ValueError("a state_dict entry named '__metadata__' cannot be stored (safetensors reserves it)")
+    entry = {"name": name, "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "codec": "raw"}
+    codec, params = codecs.get(name, ("raw", {}))
+    if codec == "huffman_codebook_indices":
+        from .codebook.format import unpack_indices
+
+        coded, group = _huffman_indices(unpack_indices(t.cpu(), params["bits"], params["K"]), params["bits"])
+        params = dict(params, group=group)
+    elif codec == "huffman_bsr_rows":
+        coded = _huffman(np.diff(t.cpu().numpy().astype(np.int64)), params["Kb"] + 1)
+    elif codec == "huffman_bsr_columns":
+        offsets = state[params["rows"]].cpu().numpy().astype(np.int64)
+        coded = _huffman(_bsr_gaps_from_cols(t.cpu().numpy().astype(np.int64), offsets), params["Kb"])
+    else:
+        coded = None
+    if coded is not None:
+        lengths, blob = coded
+        entry.update(codec=codec, lengths=lengths, **params)
+        stored = torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())
+    else:
+        stored = t.detach().cpu().contiguous()
+        if stored.numel() and stored.untyped_storage().data_ptr() in storages:
+            stored = stored.clone()  # tied weights: safetensors stores each tensor on its own
+        storages.add(stored.untyped_storage().data_ptr())
+    entry["crc32"] = zlib.crc32(_tensor_bytes(stored))
+    return entry, stored
 
 
 def load_compressed(path: str | os.PathLike, model: Optional[nn.Module] = None):

@@ -12,7 +12,7 @@ def test_mask_roundtrip_is_exact(shape, block):
     mask = torch.rand(-(-shape[0] // block[0]), -(-shape[1] // block[1])) > 0.5
     bsr = BSRWeight.from_dense(w, block, mask=mask)
     expected = w * expand_block_mask(mask, block, shape)
-    torch.testing.assert_close(bsr.to_dense(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(bsr.dense_weight(), expected, rtol=0, atol=0)
     assert bsr.nnz_blocks == int(mask.sum())
     torch.testing.assert_close(bsr.block_mask(), mask)
 
@@ -106,7 +106,7 @@ def test_empty_rows_and_full_density():
     bsr = BSRWeight.from_dense(w, 32, mask=mask)
     assert bsr.row_offsets.tolist() == [0, 1, 1, 3]
     full = BSRWeight.from_dense(w, 32, sparsity=0.0)
-    torch.testing.assert_close(full.to_dense(), w, rtol=0, atol=0)
+    torch.testing.assert_close(full.dense_weight(), w, rtol=0, atol=0)
     empty = BSRWeight.from_dense(w, 32, sparsity=1.0)
-    assert empty.nnz_blocks == 0 and bool((empty.to_dense() == 0).all())
-    torch.testing.assert_close(bsr_to_dense(bsr.values, bsr.col_indices, bsr.row_offsets, (96, 64)), bsr.to_dense())
+    assert empty.nnz_blocks == 0 and bool((empty.dense_weight() == 0).all())
+    torch.testing.assert_close(bsr_to_dense(bsr.values, bsr.col_indices, bsr.row_offsets, (96, 64)), bsr.dense_weight())

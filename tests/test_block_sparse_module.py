@@ -175,7 +175,7 @@ def test_convert_swaps_layers_and_reports():
 def test_bsr_weight_module_round_trip():
     w = BSRWeight.from_dense(torch.randn(50, 70), 16, sparsity=0.5)
     mod = BlockSparseLinear.from_bsr(w)
-    torch.testing.assert_close(mod.to_dense_weight(), w.to_dense())
+    torch.testing.assert_close(mod.dense_weight(), w.dense_weight())
 
 
 def test_every_mode_takes_the_registered_op():

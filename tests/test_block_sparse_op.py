@@ -173,7 +173,7 @@ def test_gradients_match_masked_dense(device, variant):
     g = torch.randn_like(y)
     y.backward(g)
     x2 = x.detach().clone().requires_grad_(True)
-    wd = w.to_dense().clone().requires_grad_(True)
+    wd = w.dense_weight().clone().requires_grad_(True)
     b2 = b.detach().clone().requires_grad_(True)
     torch.nn.functional.linear(x2, wd, b2).backward(g)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-4)
@@ -266,7 +266,7 @@ def test_auto_uses_reference_for_float64_on_cpu():
     with pytest.warns(UserWarning, match="using the reference"):
         bsr_linear_kernels._warned.clear()
         y = torch.ops.sparsekit.bsr_linear(x, w.values, w.col_indices, w.row_offsets, None, N, K)
-    torch.testing.assert_close(y, x @ w.to_dense().T)
+    torch.testing.assert_close(y, x @ w.dense_weight().T)
 
 
 # ---------------------------------------------------------------- native extension: ISA choice and load failure

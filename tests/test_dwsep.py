@@ -168,9 +168,9 @@ def _chain(C=16, Co=24, stride=1, act1=nn.ReLU6, act2=nn.Identity):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_from_modules_folds_batchnorm_and_matches_the_chain(layout, stride):
+def test_from_dense_folds_batchnorm_and_matches_the_chain(layout, stride):
     seq = _chain(stride=stride, act2=nn.SiLU)
-    mod = DepthwiseSeparableConv2d.from_modules(seq[0], seq[3], bn1=seq[1], act1=seq[2], bn2=seq[4], act2=seq[5])
+    mod = DepthwiseSeparableConv2d.from_dense(seq[0], seq[3], bn1=seq[1], act1=seq[2], bn2=seq[4], act2=seq[5])
     assert "act1='relu6'" in repr(mod) and "act2='silu'" in repr(mod)
     x = torch.randn(2, 16, 11, 10)
     if layout == "channels_last":
@@ -186,16 +186,16 @@ def test_fold_batchnorm_rejects_mismatches():
         fold_batchnorm(torch.randn(3, 1, 3, 3), None, nn.LayerNorm(3))
 
 
-def test_from_modules_rejects_what_it_cannot_fuse():
+def test_from_dense_rejects_what_it_cannot_fuse():
     dw, pw = nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 4, 1)
     with pytest.raises(ValueError, match="depthwise must have groups == in_channels"):
-        DepthwiseSeparableConv2d.from_modules(nn.Conv2d(8, 8, 3), pw)
+        DepthwiseSeparableConv2d.from_dense(nn.Conv2d(8, 8, 3), pw)
     with pytest.raises(ValueError, match="pointwise must be a 1x1"):
-        DepthwiseSeparableConv2d.from_modules(dw, nn.Conv2d(8, 4, 3))
+        DepthwiseSeparableConv2d.from_dense(dw, nn.Conv2d(8, 4, 3))
     with pytest.raises(ValueError, match="explicit zero padding"):
-        DepthwiseSeparableConv2d.from_modules(nn.Conv2d(8, 8, 3, padding="same", groups=8), pw)
+        DepthwiseSeparableConv2d.from_dense(nn.Conv2d(8, 8, 3, padding="same", groups=8), pw)
     with pytest.raises(TypeError, match="activation must be None, Identity, ReLU, ReLU6 or SiLU"):
-        DepthwiseSeparableConv2d.from_modules(dw, pw, act1=nn.GELU())
+        DepthwiseSeparableConv2d.from_dense(dw, pw, act1=nn.GELU())
     with pytest.raises(ValueError, match="activation must be one of"):
         DepthwiseSeparableConv2d(8, 4, act2="gelu")
 

@@ -1,7 +1,7 @@
 """Binary (+-1) networks: bit-packed signs, the XNOR-popcount GEMM, XNOR-Net linear layers."""
 
 from . import cuda as _cuda  # noqa: F401  (registers the CUDA kernels; they need CuPy at run time)
-from .format import WORD_BITS, pack_signs, packed_words, unpack_signs
+from .format import FORMAT_VERSION, WORD_BITS, pack_signs, packed_words, unpack_signs
 from .config import BinaryConfig
 from .module import BinaryConv2d, BinaryLinear, SignSTE
 from .op import (
@@ -25,6 +25,7 @@ from .reference import (
 __all__ = [
     "BinaryConfig",
     "BinaryConv2d",
+    "FORMAT_VERSION",
     "binary_conv2d",
     "binary_conv2d_kernels",
     "binary_conv2d_reference",

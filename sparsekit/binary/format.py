@@ -16,6 +16,10 @@ import torch
 
 from .._conv import conv_output_size
 
+# version of the packing above, as the binary modules' state dicts record it (the first field of
+# their ``format`` record): bump it when the packing changes, so old checkpoints are refused, not misread
+FORMAT_VERSION = 1
+
 WORD_BITS = 64
 
 

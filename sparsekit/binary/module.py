@@ -22,11 +22,9 @@ from torch import nn
 
 from .._conv import pair
 from ..formats import VersionedFormat, format_tensor
-from .format import check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
+from .format import FORMAT_VERSION, check_padding_bits, pack_conv_weight, pack_signs, packed_words, unpack_signs
 from .op import binary_conv2d, binary_linear, sign_linear
 from .reference import input_scale_of, sign_pm1
-
-FORMAT_VERSION = 1
 
 
 class SignSTE(torch.autograd.Function):
@@ -74,6 +72,11 @@ class _LatentWeight:
         if not mode and self.latent_weight is not None:
             self._pack(self.latent_weight)  # eval runs the packed kernel on the current weights
         return super().train(mode)
+
+
+def _binarized(w: torch.Tensor) -> torch.Tensor:
+    """sign(w) times the mean |w| of each output channel (dimension 0)."""
+    return sign_pm1(w) * w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
 
 
 def _check_packed(words: torch.Tensor, K: int, where: str) -> None:
@@ -140,6 +143,13 @@ class BinaryLinear(_LatentWeight, VersionedFormat, nn.Module):
 
     def weight_signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_packed, self.in_features, self.weight_scale.dtype)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the layer computes with, ``[out_features, in_features]``: sign(W) times each
+        row's alpha (in training mode with a latent weight, that weight binarized, as forward does)."""
+        if self.latent_weight is not None and self.training:
+            return _binarized(self.latent_weight.detach())
+        return self.weight_signs() * self.weight_scale[:, None]
 
     def _validate_loaded(self, where: str) -> None:
         _check_packed(self.weight_packed, self.in_features, where)
@@ -221,6 +231,17 @@ class BinaryConv2d(_LatentWeight, VersionedFormat, nn.Module):
             return nn.functional.conv2d(xb, wb, self.bias, self.stride, 0, self.dilation)
         return binary_conv2d(x, b["weight_packed"], b["weight_scale"], p.get("bias"), self.in_channels,
                              list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the layer computes with, ``[out_channels, in_channels, kh, kw]``: sign(W) times
+        each output channel's alpha (in training mode with a latent weight, that weight binarized)."""
+        if self.latent_weight is not None and self.training:
+            return _binarized(self.latent_weight.detach())
+        kh, kw = self.kernel_size
+        words = self.weight_packed.view(self.out_channels, kh * kw, -1)
+        signs = unpack_signs(words, self.in_channels, self.weight_scale.dtype)  # [C_out, kh * kw, C_in]
+        signs = signs.reshape(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2)
+        return signs * self.weight_scale.view(-1, 1, 1, 1)
 
     def _validate_loaded(self, where: str) -> None:
         kh, kw = self.kernel_size

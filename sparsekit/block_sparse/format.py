@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+# version of the layout above, as ``BlockSparseLinear``'s state dict records it (the first field of
+# its ``format`` record): bump it when the layout changes, so old checkpoints are refused, not misread
 FORMAT_VERSION = 1
 
 
@@ -115,7 +117,7 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BSRWeight:
-    """A validated block-sparse weight. Build with :meth:`from_dense`."""
+    """A validated block-sparse weight. Build with :meth:`from_dense`; :meth:`dense_weight` is the inverse."""
 
     values: torch.Tensor
     col_indices: torch.Tensor
@@ -189,7 +191,8 @@ class BSRWeight:
         mask[block_rows(self.row_offsets, self.nnz_blocks), self.col_indices.long()] = True
         return mask
 
-    def to_dense(self) -> torch.Tensor:
+    def dense_weight(self) -> torch.Tensor:
+        """The dense ``[N, K]`` weight (zeros where no block is stored)."""
         return bsr_to_dense(self.values, self.col_indices, self.row_offsets, self.shape)
 
 

@@ -110,8 +110,9 @@ class BlockSparseLinear(VersionedFormat, nn.Module):
         return BSRWeight(self.values.detach(), self.col_indices, self.row_offsets,
                          (self.out_features, self.in_features), self.block_size)
 
-    def to_dense_weight(self) -> torch.Tensor:
-        return self.bsr().to_dense()
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the layer stands for, ``[out_features, in_features]`` (zeros outside the stored blocks)."""
+        return self.bsr().dense_weight()
 
     @property
     def nnz_blocks(self) -> int:
@@ -161,5 +162,5 @@ def prune_block_sparse(module: BlockSparseLinear, sparsity: float, norm: str = "
     mask = torch.zeros(Nb, Kb, dtype=torch.bool, device=scores.device)
     rows = block_rows(w.row_offsets, w.nnz_blocks)
     mask[rows[kept], w.col_indices.long()[kept]] = True
-    pruned = BSRWeight.from_dense(w.to_dense(), module.block_size, mask=mask)
+    pruned = BSRWeight.from_dense(w.dense_weight(), module.block_size, mask=mask)
     return BlockSparseLinear.from_bsr(pruned, module.bias)

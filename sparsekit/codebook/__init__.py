@@ -3,6 +3,7 @@
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel where Triton runs)
 from .config import CodebookConfig
 from .format import (
+    FORMAT_VERSION,
     SUPPORTED_BITS,
     cluster_weight,
     codebook_dense,
@@ -31,6 +32,7 @@ from .reference import (
 __all__ = [
     "CodebookConfig",
     "CodebookLinear",
+    "FORMAT_VERSION",
     "SUPPORTED_BITS",
     "cluster_weight",
     "codebook_dense",

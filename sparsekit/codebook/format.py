@@ -29,6 +29,10 @@ import torch
 
 from .._checks import check_shape, check_tensor
 
+# version of the index layout above, as ``CodebookLinear``'s state dict records it (the first field
+# of its ``format`` record): bump it when the layout changes, so old checkpoints are refused, not misread
+FORMAT_VERSION = 1
+
 SUPPORTED_BITS = (1, 2, 3, 4)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..formats import VersionedFormat, format_tensor
 from .format import (
+    FORMAT_VERSION,
     check_bits,
     check_index_fields,
     cluster_weight,
@@ -17,10 +18,9 @@ from .format import (
     num_groups,
     pack_indices,
     resolve_group_size,
+    unpack_indices,
 )
 from .op import codebook_linear, codebook_linear_q8
-
-FORMAT_VERSION = 1
 
 
 class CodebookLinear(VersionedFormat, nn.Module):
@@ -103,6 +103,15 @@ class CodebookLinear(VersionedFormat, nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """The weight the layer stands for, ``[out_features, in_features]``."""
         return codebook_dense(self.indices, self.codebook.detach(), self.bits, self.in_features, self.group_size)
+
+    @property
+    def density(self) -> float:
+        """Fraction of the weights not pruned: with ``keep_zeros``, those off the zero centroid
+        (centroid 0 of every group); 1.0 without (nothing is pruned)."""
+        if not self.keep_zeros:
+            return 1.0
+        idx = unpack_indices(self.indices, self.bits, self.in_features)
+        return int(idx.count_nonzero()) / max(1, idx.numel())
 
     def _validate_loaded(self, where: str) -> None:
         try:  # 3-bit indices sit in 4-bit fields: none may be >= 8 (see format.check_index_fields)

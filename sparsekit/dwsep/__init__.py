@@ -2,7 +2,9 @@
 
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernel)
 from . import triton as _triton  # noqa: F401  (registers the Triton kernel where Triton imports)
-from .fuse import DepthwiseSeparableConfig, fuse_depthwise_separable
+from .format import FORMAT_VERSION
+from .config import DepthwiseSeparableConfig
+from .fuse import fuse_depthwise_separable
 from .module import DepthwiseSeparableConv2d, activation_name, fold_batchnorm
 from .op import dwsep_conv2d, dwsep_conv2d_kernels
 from .reference import ACTIVATIONS, dwsep_conv2d_reference
@@ -11,6 +13,7 @@ __all__ = [
     "ACTIVATIONS",
     "DepthwiseSeparableConfig",
     "DepthwiseSeparableConv2d",
+    "FORMAT_VERSION",
     "activation_name",
     "dwsep_conv2d",
     "dwsep_conv2d_kernels",

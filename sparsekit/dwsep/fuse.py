@@ -3,8 +3,9 @@ chains in a model and replacing each by one :class:`DepthwiseSeparableConv2d`.
 
 ``fuse_depthwise_separable(model)`` works on any model ``torch.fx`` can trace (MobileNet and
 EfficientNet blocks, whose forward calls the layers one after another): it returns a
-``GraphModule`` computing the same function in eval mode. ``DepthwiseSeparableConfig`` does the
-same in place for ``nn.Sequential`` containers through :func:`sparsekit.convert`.
+``GraphModule`` computing the same function in eval mode. ``DepthwiseSeparableConfig``
+(:mod:`sparsekit.dwsep.config`) does the same in place for ``nn.Sequential`` containers through
+:func:`sparsekit.convert`.
 
 A depthwise convolution is an ``nn.Conv2d`` with ``groups == in_channels == out_channels``; a
 pointwise one a 1 x 1, stride 1, unpadded, ungrouped ``nn.Conv2d``. Subclasses that pad the input
@@ -16,14 +17,12 @@ result has no other user (a residual branch reads the block's input, not its ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.fx
 from torch import nn
 
-from ..config import Config, register_handler
 from .module import DepthwiseSeparableConv2d, activation_name
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardtanh, nn.Identity)
@@ -98,7 +97,7 @@ def _fused(dw, bn1, act1, pw, bn2, act2) -> nn.Module:
         plain.weight.copy_(dw.weight)
         if dw.bias is not None:
             plain.bias.copy_(dw.bias)
-    fused = DepthwiseSeparableConv2d.from_modules(plain, pw, bn1=bn1, act1=act1, bn2=bn2, act2=act2)
+    fused = DepthwiseSeparableConv2d.from_dense(plain, pw, bn1=bn1, act1=act1, bn2=bn2, act2=act2)
     return nn.Sequential(keep, fused) if keep is not None else fused
 
 
@@ -143,32 +142,3 @@ def fuse_depthwise_separable(model: nn.Module) -> torch.fx.GraphModule:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
-
-
-@dataclass
-class DepthwiseSeparableConfig(Config):
-    """``sparsekit.convert`` config: in every ``nn.Sequential``, each run depthwise -> (BN) ->
-    (activation) -> pointwise -> (BN) -> (activation) becomes one DepthwiseSeparableConv2d (batch
-    norms folded: convert models in eval mode). For models whose blocks are not Sequential, use
-    :func:`fuse_depthwise_separable`."""
-
-    def accepts(self, module: nn.Module) -> bool:
-        if type(module) is not nn.Sequential:
-            return False
-        mods = list(module)
-        return any(_match_chain(mods[i:]) is not None for i in range(len(mods)))
-
-
-@register_handler(DepthwiseSeparableConfig)
-def _convert_sequential(module: nn.Sequential, config: DepthwiseSeparableConfig) -> nn.Sequential:
-    mods, out, i = list(module), [], 0
-    while i < len(mods):
-        match = _match_chain(mods[i:])
-        if match is None:
-            out.append(mods[i])
-            i += 1
-            continue
-        *parts, length = match
-        out.append(_fused(*parts))
-        i += length
-    return nn.Sequential(*out)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .._conv import is_channels_last, pair
 from ..backend import tracks_grad
@@ -38,15 +39,13 @@ def fold_batchnorm(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.Ba
         raise ValueError(f"bn has {bn.num_features} features, the convolution {weight.shape[0]} output channels")
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("bn must track running statistics (track_running_stats=True) to be folded")
-    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    b = bias.double() if bias is not None else torch.zeros_like(scale)
-    b = (b - bn.running_mean.double()) * scale
-    if bn.bias is not None:
-        b = b + bn.bias.double()
-    w = weight.double() * scale.view(-1, *([1] * (weight.dim() - 1)))
-    return w.to(weight.dtype), b.to(weight.dtype)
+    def f64(t):
+        return None if t is None else t.detach().double()
+
+    # PyTorch's folding, in float64 so that a float16/bfloat16 layer is rounded once, at the end
+    w, b = fuse_conv_bn_weights(f64(weight), f64(bias), f64(bn.running_mean), f64(bn.running_var), bn.eps,
+                                f64(bn.weight), f64(bn.bias))
+    return w.detach().to(weight.dtype), b.detach().to(weight.dtype)
 
 
 class DepthwiseSeparableConv2d(nn.Module):
@@ -85,7 +84,7 @@ class DepthwiseSeparableConv2d(nn.Module):
                 nn.init.uniform_(b, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     @classmethod
-    def from_modules(cls, depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn1: Optional[nn.BatchNorm2d] = None,
+    def from_dense(cls, depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn1: Optional[nn.BatchNorm2d] = None,
                      act1: Optional[nn.Module] = None, bn2: Optional[nn.BatchNorm2d] = None,
                      act2: Optional[nn.Module] = None) -> "DepthwiseSeparableConv2d":
         """The fused layer computing ``act2(bn2(pointwise(act1(bn1(depthwise(x))))))``, the batch
@@ -122,6 +121,17 @@ class DepthwiseSeparableConv2d(nn.Module):
                 mod.dw_bias.copy_(dw_b if dw_b is not None else torch.zeros_like(mod.dw_bias))
                 mod.pw_bias.copy_(pw_b if pw_b is not None else torch.zeros_like(mod.pw_bias))
         return mod
+
+    def dense_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense weights of the two convolutions the layer stands for (batch norms folded in):
+        ``(dw_weight [C, 1, kh, kw], pw_weight [C_out, C, 1, 1])``, detached. Two tensors, not one:
+        with an activation between them the pair is no single convolution."""
+        return self.dw_weight.detach(), self.pw_weight.detach()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the weights and biases (the state dict; not the channels_last kernel's kept copy)."""
+        return sum(t.numel() * t.element_size() for t in self.parameters(recurse=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, list(self.stride), list(self.padding),
