@@ -79,6 +79,8 @@ def compile_cases(kernel, spec: str, pointers: dict, constexprs: dict, configs: 
     by 16 except those in ``plain`` (``True``: all of them) and those in ``ones``, equal to 1 and
     so compiled as constants (e.g. the unit stride of a contiguous dimension). ``constexprs``: the
     kernel's constexpr arguments other than the tile's."""
+    if not hasattr(kernel, "params"):
+        raise TypeError(f"{kernel!r} cannot be compiled: triton's interpreter made it (TRITON_INTERPRET=1)")
     signature, consts, attrs = {}, dict(constexprs), {}
     for i, p in enumerate(kernel.params):
         name = p.name
