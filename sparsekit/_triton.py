@@ -5,7 +5,7 @@ ahead-of-time compile check (``python -m sparsekit._triton_aot``)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -62,7 +62,7 @@ class AotCase:
     tile: dict
     num_warps: int
     num_stages: int
-    fixed: bool = field(default=False)  # the launcher's fixed tile (SPARSEKIT_TRITON_AUTOTUNE=0), no autotune config
+    fixed: bool = False  # a tile of the launcher without autotuning (SPARSEKIT_TRITON_AUTOTUNE=0), no autotune config
 
     @property
     def config(self) -> str:
@@ -71,7 +71,7 @@ class AotCase:
 
 
 def compile_cases(kernel, spec: str, pointers: dict, constexprs: dict, configs: list, fixed: list = (),
-              ones: tuple = (), plain=()) -> list:
+                  ones: tuple = (), plain=()) -> list:
     """An :class:`AotCase` per tile config (``configs``: the autotune list; ``fixed``: the launcher's
     tiles without autotuning, those equal to an autotune config left out) of one launch
     specialisation, typed as triton's launcher types a launch on aligned tensors: ``pointers``

@@ -78,7 +78,7 @@ if HAS_TRITON:
             ptrs = dict(x_ptr=dt, v_ptr=dt, col_ptr="i32", row_ptr="i32", b_ptr=dt, y_ptr=dt)
             # contiguous x2 and y: unit inner strides; the launcher's fixed tile is BM=64, 4 warps
             return compile_cases(_bsr_linear_kernel, spec, ptrs, meta, _configs(), tile_configs(("BM",), ((64, 4, 3),)),
-                              ones=("stride_xk", "stride_yn"), plain=plain)
+                                 ones=("stride_xk", "stride_yn"), plain=plain)
 
         cases = [c for dt, prec in DOT_DTYPES for c in case(f"{dt} {prec} 32x32", dt, 32, 32, prec)]
         cases += case("bf16 16x16 no bias", "bf16", 16, 16, bias=False)

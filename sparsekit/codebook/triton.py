@@ -69,8 +69,8 @@ if HAS_TRITON:
             ptrs = dict(x_ptr=dt, idx_ptr="i32", cb_ptr=dt, b_ptr=dt, y_ptr=dt)
             # contiguous x2 and y: unit inner strides; the launcher's fixed tile is an autotune config
             return compile_cases(_codebook_linear_kernel, spec, ptrs, meta, _configs(),
-                              tile_configs(("BM", "BN", "BK"), ((64, 64, 64, 4, 3),)),
-                              ones=("stride_xk", "stride_yn"), plain=plain)
+                                 tile_configs(("BM", "BN", "BK"), ((64, 64, 64, 4, 3),)),
+                                 ones=("stride_xk", "stride_yn"), plain=plain)
 
         cases = [c for dt, prec in DOT_DTYPES for c in case(f"{dt} {prec} 2-bit", dt, 2, prec)]
         cases += case("fp16 1-bit", "fp16", 1, plain=("Wd",))  # Wd = K / 32 words per row
