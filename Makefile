@@ -1,8 +1,9 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   install, then run the speedup benchmark suite and print the table of ratios vs PyTorch
 #   make test    install, then run the tests
-# and one checks the native code (after make install-dev):
-#   make sanitize   the tests on sparsekit._C built with AddressSanitizer + UndefinedBehaviorSanitizer
+# and two check the native and GPU code (after make install-dev):
+#   make sanitize     the tests on sparsekit._C built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make triton-aot   every Triton kernel compiled for sm_80 and sm_90 without a GPU
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 # CPU build of PyTorch (an unpinned torch pulls a multi-GB CUDA build). On a GPU machine
@@ -11,7 +12,7 @@ TORCH ?= torch==2.13.0
 TRITON ?= triton==3.9.0
 RESULTS ?= bench/results
 
-.PHONY: install install-dev test bench bench-quick sanitize
+.PHONY: install install-dev test bench bench-quick sanitize triton-aot
 
 install:
 	$(PIP) install -q $(TORCH) setuptools wheel ninja numpy "safetensors>=0.4.3" tqdm
@@ -64,3 +65,12 @@ sanitize:
 	SPARSEKIT_SANITIZE=1 $(PYTHON) setup.py -q build --build-base build/sanitize-tmp --build-lib $(SANITIZE_DIR)
 	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -c "import sparsekit._C as C; print('sanitized sparsekit._C:', C.__file__)"
 	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -m pytest $(abspath $(SANITIZE_TESTS)) -q -p no:cacheprovider
+
+# every Triton kernel compiled ahead of time for sm_80 and sm_90 with triton's own compiler (no GPU
+# needed): each autotune config of each launch specialisation a launcher passes (aot_cases() in
+# sparsekit/*/triton.py). Fails on any compile error; prints the report and writes it to
+# $(TRITON_AOT).md and .json (shared memory, warps, stages, registers, spills, wgmma / mma).
+TRITON_AOT ?= build/triton_aot
+TRITON_AOT_JOBS ?= 2
+triton-aot:
+	$(PYTHON) -m sparsekit._triton_aot --out $(TRITON_AOT) --jobs $(TRITON_AOT_JOBS)

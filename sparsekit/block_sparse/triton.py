@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
+from .._triton import (AUTOTUNE, DOT_DTYPES, HAS_TRITON, compile_cases, dot_precision, interpreting, next_pow2,
+                       tile_configs)
 from ..backend import triton_available
 from .op import bsr_linear_kernels
 from .reference import propagate_nonfinite
@@ -66,6 +67,23 @@ if HAS_TRITON:
         )
 
     _bsr_linear_autotuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "BH", "BW"])(_bsr_linear_kernel)
+
+    def aot_cases():
+        """The launches the ahead-of-time check compiles (every autotune config each): 32 x 32 blocks
+        (tl.dot) for every dtype / PRECISION the launcher passes, 16 x 16 blocks without bias,
+        1 x 32 blocks (no tl.dot) per dtype, and a K that is no multiple of 16."""
+        def case(spec, dt, bh, bw, precision="tf32", bias=True, plain=()):
+            meta = dict(BH=bh, BW=bw, BHP=max(16, next_pow2(bh)), BWP=max(16, next_pow2(bw)), HAS_BIAS=bias,
+                        USE_DOT=bh >= 16 and bw >= 16, PRECISION=precision)
+            ptrs = dict(x_ptr=dt, v_ptr=dt, col_ptr="i32", row_ptr="i32", b_ptr=dt, y_ptr=dt)
+            # contiguous x2 and y: unit inner strides; the launcher's fixed tile is BM=64, 4 warps
+            return compile_cases(_bsr_linear_kernel, spec, ptrs, meta, _configs(), tile_configs(("BM",), ((64, 4, 3),)),
+                                 ones=("stride_xk", "stride_yn"), plain=plain)
+
+        cases = [c for dt, prec in DOT_DTYPES for c in case(f"{dt} {prec} 32x32", dt, 32, 32, prec)]
+        cases += case("bf16 16x16 no bias", "bf16", 16, 16, bias=False)
+        cases += [c for dt in ("fp32", "fp16", "bf16") for c in case(f"{dt} 1x32", dt, 1, 32)]
+        return cases + case("fp16 32x32 K%16!=0", "fp16", 32, 32, plain=("K", "stride_xm"))
 
     def bsr_linear_triton(x, values, col_indices, row_offsets, bias, out_features: int, in_features: int):
         interpret = interpreting(x)

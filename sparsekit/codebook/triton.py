@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
+from .._triton import (AUTOTUNE, DOT_DTYPES, HAS_TRITON, compile_cases, dot_precision, interpreting, next_pow2,
+                       tile_configs)
 from ..backend import triton_available
 from .format import field_bits
 from .op import codebook_linear_kernels
@@ -57,6 +58,25 @@ if HAS_TRITON:
 
     _codebook_linear_autotuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "FIELD"])(
         _codebook_linear_kernel)
+
+    def aot_cases():
+        """The launches the ahead-of-time check compiles (every autotune config each): 2-bit indices
+        for every dtype / PRECISION the launcher passes, 1-, 3- and 4-bit indices (3 without bias),
+        and a K that is no multiple of 16."""
+        def case(spec, dt, bits, precision="tf32", bias=True, plain=()):
+            f = field_bits(bits)
+            meta = dict(FIELD=f, PER=32 // f, NCB=2**bits, HAS_BIAS=bias, PRECISION=precision)
+            ptrs = dict(x_ptr=dt, idx_ptr="i32", cb_ptr=dt, b_ptr=dt, y_ptr=dt)
+            # contiguous x2 and y: unit inner strides; the launcher's fixed tile is an autotune config
+            return compile_cases(_codebook_linear_kernel, spec, ptrs, meta, _configs(),
+                                 tile_configs(("BM", "BN", "BK"), ((64, 64, 64, 4, 3),)),
+                                 ones=("stride_xk", "stride_yn"), plain=plain)
+
+        cases = [c for dt, prec in DOT_DTYPES for c in case(f"{dt} {prec} 2-bit", dt, 2, prec)]
+        cases += case("fp16 1-bit", "fp16", 1, plain=("Wd",))  # Wd = K / 32 words per row
+        cases += case("bf16 3-bit no bias", "bf16", 3, bias=False)
+        cases += case("fp32 tf32 4-bit", "fp32", 4)
+        return cases + case("fp16 2-bit K%16!=0", "fp16", 2, plain=("K", "Wd", "stride_xm"))
 
     def codebook_linear_triton(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
         interpret = interpreting(x)

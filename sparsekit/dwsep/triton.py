@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from .._conv import conv_output_size, is_channels_last
-from .._triton import AUTOTUNE, HAS_TRITON, dot_precision, interpreting, next_pow2, tile_configs
+from .._triton import (AUTOTUNE, DOT_DTYPES, HAS_TRITON, compile_cases, dot_precision, interpreting, next_pow2,
+                       tile_configs)
 from ..backend import triton_available
 from .op import dwsep_conv2d_kernels
 
@@ -83,6 +84,33 @@ if HAS_TRITON:
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
 
     _dwsep_autotuned = triton.autotune(configs=_configs(), key=["C", "Co", "OH", "OW"])(_dwsep_kernel)
+
+    def aot_cases():
+        """The launches the ahead-of-time check compiles (every autotune config each): 3 x 3 stride 1
+        (all of stride, padding and dilation 1) NCHW for every dtype / PRECISION the launcher passes,
+        channels_last without biases, 5 x 5 stride 2 channels_last; each activation code in each
+        place once; the fixed tiles of SPARSEKIT_TRITON_AUTOTUNE=0 on the largest (fp32, 5 x 5).
+        Image sides (56 x 56) are no multiples of 16. The dwsep compiles are the slowest (seconds
+        each): the specialisations are chosen to cover each case once, not all their products."""
+        sides = ("H", "W", "OH", "OW")
+        nchw = dict(ones=("sxw", "syw", "SH", "SW", "PH", "PW", "DH", "DW"), plain=sides + ("sxh", "syh"))
+        nhwc = dict(ones=("sxc", "syc", "SH", "SW", "PH", "PW", "DH", "DW"), plain=sides)
+        nhwc_s2 = dict(ones=("sxc", "syc", "DH", "DW"), plain=sides + ("SH", "SW", "PH", "PW"))
+        # the launcher's fixed tile: BN = min(128, max(16, next_pow2(Co))), 4 warps, the default 3 stages
+        fixed = tile_configs(("BP", "BN", "BC"), tuple((64, bn, 32, 4, 3) for bn in (16, 32, 64, 128)))
+
+        def case(spec, dt, act1, act2, layout, k=3, precision="tf32", bias=True, with_fixed=False):
+            meta = dict(KH=k, KW=k, ACT1=act1, ACT2=act2, HAS_BD=bias, HAS_BP=bias, PRECISION=precision)
+            ptrs = dict(x_ptr=dt, wd_ptr=dt, bd_ptr=dt, wp_ptr=dt, bp_ptr=dt, y_ptr=dt)
+            return compile_cases(_dwsep_kernel, spec, ptrs, meta, _configs(), fixed if with_fixed else (), **layout)
+
+        names, cases = ("-", "relu", "relu6", "silu"), []
+        for dt, prec in DOT_DTYPES:
+            tf32 = (dt, prec) == ("fp32", "tf32")
+            a1, a2 = (0, 2) if tf32 else (2, 0)  # none / relu6 there, relu6 / none (MobileNet's) elsewhere
+            cases += case(f"{dt} {prec} 3x3 {names[a1]}/{names[a2]}", dt, a1, a2, nchw, precision=prec, with_fixed=tf32)
+        cases += case("bf16 3x3 silu/silu channels_last no biases", "bf16", 3, 3, nhwc, bias=False)
+        return cases + case("fp16 5x5 stride 2 relu/relu channels_last", "fp16", 1, 1, nhwc_s2, k=5, with_fixed=True)
 
     def dwsep_conv2d_triton(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1: int,
                             act2: int, pw_panels=None):  # pw_panels: the native CPU kernel's, unused here
