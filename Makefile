@@ -72,5 +72,5 @@ sanitize:
 # $(TRITON_AOT).md and .json (shared memory, warps, stages, registers, spills, wgmma / mma).
 TRITON_AOT ?= build/triton_aot
 TRITON_AOT_JOBS ?= 2
-triton-aot:
+triton-aot: install-dev
 	$(PYTHON) -m sparsekit._triton_aot --out $(TRITON_AOT) --jobs $(TRITON_AOT_JOBS)
