@@ -64,7 +64,12 @@ at::Tensor bsr_linear_cpu(const at::Tensor& x, const at::Tensor& values, const a
   const at::Tensor x2 = as_matrix(x, K), v = values.contiguous(), bc = b.defined() ? b.contiguous() : b;
   const int64_t M = x2.size(0);
   at::Tensor y = new_tensor({M, N}, x.options(), "the output");
-  if (M > 0 && N > 0) {
+  if (M > 0 && N > 0 && K == 0) {  // no inputs: the output is the bias (x's data may be null)
+    if (bc.defined())
+      y.copy_(bc.unsqueeze(0).expand({M, N}));
+    else
+      y.zero_();
+  } else if (M > 0 && N > 0) {
     BsrLinearArgs a{};
     a.x = cdata<float>(x2);
     a.values = cdata<float>(v);
