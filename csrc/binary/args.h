@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/per_isa.h"
+
 namespace sk {
 
 // out[m, n] = sum_k a[m, k] * b[n, k] for +-1 vectors packed one bit per element
@@ -64,25 +66,12 @@ struct ConvIm2colArgs {
   int nthreads;
 };
 
-// Entry points of the binary kernels (binary/kernel.h; the XNOR GEMM also in binary/kernel_avx512vp.cpp and binary/kernel_amx.cpp), one definition per instruction set.
-namespace portable {
-void xnor_gemm(const XnorGemmArgs& a);
-void pack_signs(const PackSignsArgs& a);
-void sign_linear(const SignLinearArgs& a);
-void conv_im2col(const ConvIm2colArgs& a);
-}
-namespace avx2 {
-void xnor_gemm(const XnorGemmArgs& a);
-void pack_signs(const PackSignsArgs& a);
-void sign_linear(const SignLinearArgs& a);
-void conv_im2col(const ConvIm2colArgs& a);
-}
-namespace avx512 {
-void xnor_gemm(const XnorGemmArgs& a);
-void pack_signs(const PackSignsArgs& a);
-void sign_linear(const SignLinearArgs& a);
-void conv_im2col(const ConvIm2colArgs& a);
-}
+// Entry points of the binary kernels (binary/kernel.h; the XNOR GEMM also in
+// binary/kernel_avx512vp.cpp and binary/kernel_amx.cpp), one definition per instruction set.
+SK_DECLARE_PER_ISA(void xnor_gemm(const XnorGemmArgs& a);
+    void pack_signs(const PackSignsArgs& a);
+    void sign_linear(const SignLinearArgs& a);
+    void conv_im2col(const ConvIm2colArgs& a);)
 namespace avx512vp {
 void xnor_gemm(const XnorGemmArgs& a);
 }

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/per_isa.h"
+
 namespace sk {
 
 // y[M, N] = x[M, K] @ W.T (+ bias), W stored as BSR with blocks of bh x bw.
@@ -24,15 +26,8 @@ struct BsrLinearArgs {
   int nthreads;
 };
 
-// Entry points of the block-sparse kernels (block_sparse/kernel.h), one definition per instruction set.
-namespace portable {
-void bsr_linear(const BsrLinearArgs& a);
-}
-namespace avx2 {
-void bsr_linear(const BsrLinearArgs& a);
-}
-namespace avx512 {
-void bsr_linear(const BsrLinearArgs& a);
-}
+// Entry points of the block-sparse kernels (block_sparse/kernel.h), one definition per instruction
+// set.
+SK_DECLARE_PER_ISA(void bsr_linear(const BsrLinearArgs& a);)
 
 }  // namespace sk

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/per_isa.h"
+
 namespace sk {
 
 // y[m, n] = sum_k x[m, k] * codebook[n / group_size][idx(n, k)] + bias[n], idx(n, k) the field
@@ -39,19 +41,10 @@ struct CodebookQ8Args {
   uint32_t* words_or;       // out: as CodebookLinearArgs
 };
 
-// Entry points of the codebook kernels (codebook/kernel.h; the int8 option also in codebook/kernel_amx.cpp), one definition per instruction set.
-namespace portable {
-void codebook_linear(const CodebookLinearArgs& a);
-void codebook_linear_q8(const CodebookQ8Args& a);
-}
-namespace avx2 {
-void codebook_linear(const CodebookLinearArgs& a);
-void codebook_linear_q8(const CodebookQ8Args& a);
-}
-namespace avx512 {
-void codebook_linear(const CodebookLinearArgs& a);
-void codebook_linear_q8(const CodebookQ8Args& a);
-}
+// Entry points of the codebook kernels (codebook/kernel.h; the int8 option also in
+// codebook/kernel_amx.cpp), one definition per instruction set.
+SK_DECLARE_PER_ISA(void codebook_linear(const CodebookLinearArgs& a);
+    void codebook_linear_q8(const CodebookQ8Args& a);)
 namespace amx {
 void codebook_linear_q8(const CodebookQ8Args& a);
 void codebook_linear_q8_vnni(const CodebookQ8Args& a);  // needs AVX512-VNNI and VBMI, not AMX

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/per_isa.h"
+
 namespace sk {
 
 // Depthwise kh x kw convolution (groups = C) -> act1 -> pointwise 1 x 1 convolution -> act2
@@ -25,15 +27,8 @@ struct DwsepArgs {
   int nthreads;
 };
 
-// Entry points of the depthwise-separable kernel (dwsep/kernel.h), one definition per instruction set.
-namespace portable {
-void dwsep_conv2d(const DwsepArgs& a);
-}
-namespace avx2 {
-void dwsep_conv2d(const DwsepArgs& a);
-}
-namespace avx512 {
-void dwsep_conv2d(const DwsepArgs& a);
-}
+// Entry points of the depthwise-separable kernel (dwsep/kernel.h), one definition per instruction
+// set.
+SK_DECLARE_PER_ISA(void dwsep_conv2d(const DwsepArgs& a);)
 
 }  // namespace sk
