@@ -43,6 +43,22 @@ def _packed(N, K, bits, group_size, device="cpu"):
     return pack_indices(idx, bits), codebook, idx
 
 
+@pytest.mark.parametrize("device, variant", VARIANTS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("M", [1, 3, 5])
+def test_full_tiles_over_many_index_words(device, variant, bits, M):
+    """Full 16-row tiles whose rows hold more than 16 index words (the table-lookup kernel loads
+    and transposes 16 words of 16 rows at a time, then gathers the rest and partial tiles),
+    several codebook groups, 1 to 5 activation rows."""
+    N, K, gs = 16 * 3 + 5, 611, 20
+    packed, codebook, _ = _packed(N, K, bits, gs, device)
+    x, bias = torch.randn(M, K, device=device), torch.randn(N, device=device)
+    with run_variant(variant):
+        y = torch.ops.sparsekit.codebook_linear(x, packed, codebook, bias, K, bits, gs)
+    expected = codebook_linear_reference(x.double(), packed, codebook.double(), bias.double(), K, bits, gs)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 @pytest.mark.parametrize("K", [1, 7, 16, 33, 100])
 def test_index_packing_round_trip_and_layout(bits, K):
