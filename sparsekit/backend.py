@@ -92,6 +92,7 @@ class KernelTable:
 
     def __init__(self, name: str, schema: str, fake: Callable, check: Callable, native_cpu: bool = True):
         self.name = name
+        self.schema = schema
         self.check = check
         self.op_name = f"sparsekit::{name}"
         self._kernels: dict[str, tuple[Optional[Callable], tuple[str, ...], Callable[[], bool], Callable]] = {}

@@ -8,7 +8,10 @@ broadcast-multiply-reduce. Accumulates in fp32 for every input dtype.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from .._triton import (AUTOTUNE, DOT_DTYPES, HAS_TRITON, compile_cases, dot_precision, interpreting, next_pow2,
                        tile_configs)
@@ -19,6 +22,7 @@ from .reference import propagate_nonfinite
 if HAS_TRITON:
     import triton
     import triton.language as tl
+    from torch.library import wrap_triton
 
     def _configs():
         return tile_configs(("BM",), ((16, 4, 2), (32, 4, 3), (64, 4, 3), (128, 8, 3)))
@@ -85,7 +89,9 @@ if HAS_TRITON:
         cases += [c for dt in ("fp32", "fp16", "bf16") for c in case(f"{dt} 1x32", dt, 1, 32)]
         return cases + case("fp16 32x32 K%16!=0", "fp16", 32, 32, plain=("K", "stride_xm"))
 
-    def bsr_linear_triton(x, values, col_indices, row_offsets, bias, out_features: int, in_features: int):
+    @torch.library.triton_op("sparsekit::_bsr_linear_triton", mutates_args=())
+    def _bsr_linear_triton_op(x: Tensor, values: Tensor, col_indices: Tensor, row_offsets: Tensor,
+                              bias: Optional[Tensor], out_features: int, in_features: int) -> Tensor:
         interpret = interpreting(x)
         N, K = out_features, in_features
         lead = x.shape[:-1]
@@ -114,10 +120,15 @@ if HAS_TRITON:
         )
         if interpret or not AUTOTUNE:  # autotuning under the interpreter only costs time
             bm = 16 if interpret else 64
-            _bsr_linear_kernel[(triton.cdiv(M, bm), Nb)](*args, **meta, BM=bm, num_warps=4)
+            wrap_triton(_bsr_linear_kernel)[(triton.cdiv(M, bm), Nb)](*args, **meta, BM=bm, num_warps=4)
         else:
             grid = lambda META: (triton.cdiv(M, META["BM"]), Nb)  # noqa: E731
-            _bsr_linear_autotuned[grid](*args, **meta)
+            wrap_triton(_bsr_linear_autotuned)[grid](*args, **meta)
         return propagate_nonfinite(x2, y, col_indices, row_offsets, (bh, bw)).reshape(*lead, N)
+
+    def bsr_linear_triton(*args):
+        """The op's Triton kernel, through its own op ``sparsekit::_bsr_linear_triton`` (a
+        ``torch.library.triton_op``: its launches go through ``wrap_triton``, so tracing sees them)."""
+        return torch.ops.sparsekit._bsr_linear_triton(*args)
 
     bsr_linear_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(bsr_linear_triton)

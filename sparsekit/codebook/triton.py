@@ -9,7 +9,10 @@ fp32 for every input dtype.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from .._triton import (AUTOTUNE, DOT_DTYPES, HAS_TRITON, compile_cases, dot_precision, interpreting, next_pow2,
                        tile_configs)
@@ -20,6 +23,7 @@ from .op import codebook_linear_kernels
 if HAS_TRITON:
     import triton
     import triton.language as tl
+    from torch.library import wrap_triton
 
     def _configs():  # BM, BN, BK, num_warps, num_stages
         return tile_configs(("BM", "BN", "BK"), ((16, 64, 64, 4, 3), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3),
@@ -78,7 +82,9 @@ if HAS_TRITON:
         cases += case("fp32 tf32 4-bit", "fp32", 4)
         return cases + case("fp16 2-bit K%16!=0", "fp16", 2, plain=("K", "Wd", "stride_xm"))
 
-    def codebook_linear_triton(x, indices, codebook, bias, in_features: int, bits: int, group_size: int):
+    @torch.library.triton_op("sparsekit::_codebook_linear_triton", mutates_args=())
+    def _codebook_linear_triton_op(x: Tensor, indices: Tensor, codebook: Tensor, bias: Optional[Tensor],
+                                   in_features: int, bits: int, group_size: int) -> Tensor:
         interpret = interpreting(x)
         N, K = indices.shape[0], in_features
         lead = x.shape[:-1]
@@ -97,10 +103,15 @@ if HAS_TRITON:
         if interpret or not AUTOTUNE:
             bm, bn, bk = (16, 16, 32) if interpret else (64, 64, 64)
             grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
-            _codebook_linear_kernel[grid](*args, **meta, BM=bm, BN=bn, BK=bk, num_warps=4)
+            wrap_triton(_codebook_linear_kernel)[grid](*args, **meta, BM=bm, BN=bn, BK=bk, num_warps=4)
         else:
             grid = lambda META: (triton.cdiv(M, META["BM"]), triton.cdiv(N, META["BN"]))  # noqa: E731
-            _codebook_linear_autotuned[grid](*args, **meta)
+            wrap_triton(_codebook_linear_autotuned)[grid](*args, **meta)
         return y.reshape(*lead, N)
+
+    def codebook_linear_triton(*args):
+        """The op's Triton kernel, through its own op ``sparsekit::_codebook_linear_triton`` (a
+        ``torch.library.triton_op``: its launches go through ``wrap_triton``, so tracing sees them)."""
+        return torch.ops.sparsekit._codebook_linear_triton(*args)
 
     codebook_linear_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(codebook_linear_triton)

@@ -11,7 +11,10 @@ take the same kernel; fp16 / bf16 / fp32, accumulation in fp32.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from .._conv import conv_output_size, is_channels_last
 from .._triton import (AUTOTUNE, DOT_DTYPES, HAS_TRITON, compile_cases, dot_precision, interpreting, next_pow2,
@@ -22,6 +25,7 @@ from .op import dwsep_conv2d_kernels
 if HAS_TRITON:
     import triton
     import triton.language as tl
+    from torch.library import wrap_triton
 
     @triton.jit
     def _act(v, ACT: tl.constexpr):
@@ -112,8 +116,11 @@ if HAS_TRITON:
         cases += case("bf16 3x3 silu/silu channels_last no biases", "bf16", 3, 3, nhwc, bias=False)
         return cases + case("fp16 5x5 stride 2 relu/relu channels_last", "fp16", 1, 1, nhwc_s2, k=5, with_fixed=True)
 
-    def dwsep_conv2d_triton(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, dilation, act1: int,
-                            act2: int, pw_panels=None):  # pw_panels: the native CPU kernel's, unused here
+    @torch.library.triton_op("sparsekit::_dwsep_conv2d_triton", mutates_args=())
+    def _dwsep_conv2d_triton_op(x: Tensor, dw_weight: Tensor, dw_bias: Optional[Tensor], pw_weight: Tensor,
+                                pw_bias: Optional[Tensor], stride: list[int], padding: list[int], dilation: list[int],
+                                act1: int, act2: int, pw_panels: Optional[Tensor] = None) -> Tensor:
+        # pw_panels: the native CPU kernel's copy of the pointwise weight, unused here
         interpret = interpreting(x)
         N, C, H, W = x.shape
         Co, (kh, kw) = pw_weight.shape[0], dw_weight.shape[2:]
@@ -132,10 +139,15 @@ if HAS_TRITON:
         if interpret or not AUTOTUNE:
             bp, bn, bc = (16, 16, 16) if interpret else (64, min(128, max(16, next_pow2(Co))), 32)
             grid = (triton.cdiv(OH * OW, bp), triton.cdiv(Co, bn), N)
-            _dwsep_kernel[grid](*args, **meta, BP=bp, BN=bn, BC=bc, num_warps=4)
+            wrap_triton(_dwsep_kernel)[grid](*args, **meta, BP=bp, BN=bn, BC=bc, num_warps=4)
         else:
             grid = lambda META: (triton.cdiv(OH * OW, META["BP"]), triton.cdiv(Co, META["BN"]), N)  # noqa: E731
-            _dwsep_autotuned[grid](*args, **meta)
+            wrap_triton(_dwsep_autotuned)[grid](*args, **meta)
         return y
+
+    def dwsep_conv2d_triton(*args):
+        """The op's Triton kernel, through its own op ``sparsekit::_dwsep_conv2d_triton`` (a
+        ``torch.library.triton_op``: its launches go through ``wrap_triton``, so tracing sees them)."""
+        return torch.ops.sparsekit._dwsep_conv2d_triton(*args)
 
     dwsep_conv2d_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(dwsep_conv2d_triton)
