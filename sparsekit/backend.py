@@ -166,6 +166,28 @@ class KernelTable:
             )
         return self._kernels["reference"][0]
 
+    def trace_into(self, backend: str, op) -> None:
+        """Under ``torch.compile`` (AOTAutograd's functional tracing), a CUDA call of this op whose
+        kernel :meth:`choose` would pick is ``backend`` is traced as ``op`` instead: the kernel's
+        own ``torch.library.triton_op``, whose launches ``wrap_triton`` exposes, so Inductor sees
+        the Triton kernel rather than an opaque call. Other calls stay the op. (``torch.export``
+        keeps the op, as PyTorch keeps triton ops in exported programs.)"""
+        from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+        def rule(mode, func, types, args, kwargs):
+            from torch.export._trace import custom_triton_ops_decomposition_disabled
+
+            x = args[0]
+            if (x.device.type == "cuda" and not custom_triton_ops_decomposition_disabled()
+                    and self._kernels.get(backend, (None,))[0] is not None
+                    and self.choose("cuda", *args) is self._kernels[backend][0]):
+                self.check(*args)
+                with mode:
+                    return op(*args, **kwargs)
+            return mode.__torch_dispatch__(func, types, args, kwargs)
+
+        torch.library.register_torch_dispatch(self.op_name, FunctionalTensorMode, rule, lib=LIB)
+
     def _run(self, *args):
         self.check(*args)
         device = next(a.device.type for a in args if isinstance(a, torch.Tensor))

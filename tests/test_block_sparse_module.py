@@ -195,3 +195,22 @@ def test_every_mode_takes_the_registered_op():
     with torch.profiler.profile() as prof, torch.no_grad():
         mod(x)
     assert any(e.name == "sparsekit::bsr_linear" for e in prof.events())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton compiles for it)")
+def test_compile_sees_the_triton_kernel():
+    """Under torch.compile on a GPU the op is traced as its triton_op, so Inductor's code launches
+    the Triton kernel itself instead of calling the op; on the CPU the op stays a call."""
+    from torch._inductor.utils import run_and_get_code
+
+    mod = BlockSparseLinear.from_dense(_linear(64, 96), block_size=16, sparsity=0.5).cuda().eval()
+    x = torch.randn(8, 64, device="cuda")
+    with torch.no_grad():
+        y, code = run_and_get_code(torch.compile(mod, fullgraph=True), x)
+        torch.testing.assert_close(y, mod(x))
+    code = "\n".join(code)
+    assert "_bsr_linear_kernel" in code and "sparsekit.bsr_linear.default(" not in code
+    cpu = BlockSparseLinear.from_dense(_linear(64, 96), block_size=16, sparsity=0.5).eval()
+    with torch.no_grad():
+        _, code = run_and_get_code(torch.compile(cpu, fullgraph=True), x.cpu())
+    assert "sparsekit.bsr_linear.default(" in "\n".join(code)

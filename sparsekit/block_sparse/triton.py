@@ -132,3 +132,4 @@ if HAS_TRITON:
         return torch.ops.sparsekit._bsr_linear_triton(*args)
 
     bsr_linear_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(bsr_linear_triton)
+    bsr_linear_kernels.trace_into("triton", torch.ops.sparsekit._bsr_linear_triton.default)

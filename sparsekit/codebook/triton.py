@@ -115,3 +115,4 @@ if HAS_TRITON:
         return torch.ops.sparsekit._codebook_linear_triton(*args)
 
     codebook_linear_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(codebook_linear_triton)
+    codebook_linear_kernels.trace_into("triton", torch.ops.sparsekit._codebook_linear_triton.default)

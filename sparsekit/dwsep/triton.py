@@ -151,3 +151,4 @@ if HAS_TRITON:
         return torch.ops.sparsekit._dwsep_conv2d_triton(*args)
 
     dwsep_conv2d_kernels.register("triton", ("cuda", "cpu"), available=triton_available)(dwsep_conv2d_triton)
+    dwsep_conv2d_kernels.trace_into("triton", torch.ops.sparsekit._dwsep_conv2d_triton.default)
