@@ -85,10 +85,10 @@ class KernelTable:
     (function, device types, availability check, whether it supports the inputs).
 
     ``check(*args)`` validates a call's arguments before any Python kernel runs (the native
-    kernel checks its own in C++). ``native_cpu=True``: the op has a C++ CPU kernel (registered when sparsekit._C loads), which
-    runs float32 and hands other inputs, or every call when another backend is forced, to the
-    op's fallback, whose kernel :meth:`choose` picks here. Without the extension the Python
-    kernels take the CPU key themselves."""
+    kernel checks its own in C++). ``native_cpu=True``: the op has a C++ CPU kernel (registered
+    when sparsekit._C loads), which runs float32 and hands other inputs, or every call when
+    another backend is forced, to the op's fallback, whose kernel :meth:`choose` picks here.
+    Without the extension the Python kernels take the CPU key themselves."""
 
     def __init__(self, name: str, schema: str, fake: Callable, check: Callable, native_cpu: bool = True):
         self.name = name

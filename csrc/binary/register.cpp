@@ -102,8 +102,7 @@ at::Tensor xnor_gemm_cpu(const at::Tensor& a, const at::Tensor& b, int64_t K) {
 // The checks binary_linear and sign_linear share; returns the bias (or undefined).
 at::Tensor check_binary_linear(const at::Tensor& x, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
                                const std::optional<at::Tensor>& bias, int64_t K) {
-  check_floating(x, "x");
-  check_tensor(x, "x", x.scalar_type());
+  check_input(x);
   check_tensor(weight_packed, "weight_packed", at::kLong, 2);
   SK_CHECK(K >= 0, "in_features must be >= 0, got " << K);
   const int64_t N = weight_packed.size(0);
@@ -208,8 +207,7 @@ at::Tensor conv_im2col_op(const at::Tensor& x, at::IntArrayRef kernel, at::IntAr
 at::Tensor binary_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
                              const std::optional<at::Tensor>& bias, int64_t in_channels, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  check_floating(x, "x");
-  check_tensor(x, "x", x.scalar_type(), 4);
+  check_input(x, 4);
   SK_CHECK(x.size(1) == in_channels, "x must have shape [N, " << in_channels << ", H, W] (in_channels), got "
                                                               << x.sizes());
   const ConvGeometry g = conv_geometry(x, kernel_size, stride, padding, dilation);

@@ -40,8 +40,7 @@ void check_bsr_indices(const int32_t* row_off, int64_t Nb, const int32_t* cols, 
 at::Tensor bsr_linear_cpu(const at::Tensor& x, const at::Tensor& values, const at::Tensor& col_indices,
                           const at::Tensor& row_offsets, const std::optional<at::Tensor>& bias, int64_t N,
                           int64_t K) {
-  check_floating(x, "x");
-  check_tensor(x, "x", x.scalar_type());
+  check_input(x);
   check_dtype_of_x(values, "values", x);
   check_tensor(values, "values", x.scalar_type(), 3);
   check_tensor(col_indices, "col_indices", at::kInt, 1);

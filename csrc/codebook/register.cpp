@@ -66,8 +66,7 @@ void check_bits(int64_t bits, int64_t group_size) {
 at::Tensor check_codebook(const at::Tensor& x, const at::Tensor& indices, const at::Tensor& codebook,
                           const std::optional<at::Tensor>& bias, int64_t K, int64_t bits, int64_t group_size) {
   check_bits(bits, group_size);
-  check_floating(x, "x");
-  check_tensor(x, "x", x.scalar_type());
+  check_input(x);
   SK_CHECK(K >= 0, "in_features must be >= 0, got " << K);
   SK_CHECK(x.dim() >= 1 && x.size(-1) == K, "x must have shape [..., " << K << "] (in_features), got " << x.sizes());
   check_tensor(indices, "indices", at::kInt, 2);

@@ -58,10 +58,11 @@ inline void check_dtype_of_x(const at::Tensor& t, const char* name, const at::Te
                    dtype_name(x.scalar_type()), "), got ", dtype_name(t.scalar_type()));
 }
 
-// A floating input: TypeError otherwise.
-inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name,
-                   " must have dtype float32 or float16 or bfloat16 or float64, got ", dtype_name(t.scalar_type()));
+// An op's input x: a floating dtype (TypeError otherwise), `dim` dimensions (-1: any), on the CPU.
+inline void check_input(const at::Tensor& x, int64_t dim = -1) {
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
+                   "x must have dtype float32 or float16 or bfloat16 or float64, got ", dtype_name(x.scalar_type()));
+  check_tensor(x, "x", x.scalar_type(), dim);
 }
 
 // The optional 1-D tensor (bias, scales) of n elements of dtype, or an undefined tensor.

@@ -27,8 +27,7 @@ at::Tensor dwsep_conv2d_cpu(const at::Tensor& x, const at::Tensor& dw_weight, co
                             const at::Tensor& pw_weight, const std::optional<at::Tensor>& pw_bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t act1,
                             int64_t act2, const std::optional<at::Tensor>& pw_panels) {
-  check_floating(x, "x");
-  check_tensor(x, "x", x.scalar_type(), 4);
+  check_input(x, 4);
   const int64_t C = x.size(1);
   check_tensor(dw_weight, "dw_weight", x.scalar_type(), 4);
   SK_CHECK(dw_weight.size(0) == C && dw_weight.size(1) == 1,
